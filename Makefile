@@ -1,0 +1,54 @@
+# pullstudy: the one entry point. `make reproduce` and `make test` work on a fresh clone.
+# The virtual environment is created from the pins in pyproject.toml when missing or outdated.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATA_ARGS ?=
+REPRODUCE_ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help env data verify-data reproduce test lab catalog clean distclean
+
+help:
+	@echo "make reproduce    fetch + verify the archived data, run every notebook into results/"
+	@echo "make test         fetch + verify the data, run the test suite"
+	@echo "make lab          JupyterLab on notebooks/ (127.0.0.1)"
+	@echo "make data         fill data/raw/ from \$$PULLSTUDY_DATA_MIRROR or by download, verifying every file"
+	@echo "make verify-data  re-check data/raw/: names every missing, altered or unknown file"
+	@echo "make clean        remove results/ and caches (keeps .venv and data/raw)"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "pullstudy needs Python 3.11: set PYTHON=/path/to/python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	@touch $@
+
+env: $(STAMP)
+
+data: $(STAMP)
+	$(PY) -m pullstudy.data fetch $(DATA_ARGS)
+
+verify-data: $(STAMP)
+	$(PY) -m pullstudy.data verify $(DATA_ARGS)
+
+catalog: $(STAMP)
+	$(PY) -m pullstudy.catalog build
+
+reproduce: data
+	$(PY) -m pullstudy.reproduce $(REPRODUCE_ARGS)
+
+test: data
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
+
+clean:
+	rm -rf results .pytest_cache .hypothesis
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) data/raw

@@ -1,0 +1,72 @@
+"""Pull records of archived runs, read from data/raw/ through the catalog.
+
+Files the catalog lists but this machine does not have are returned in ``unavailable`` so that a
+notebook can say which cluster sizes it could not analyse, instead of silently analysing fewer.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from tqdm.auto import tqdm
+
+from .. import catalog
+from ..events import ParseResult, parse_events, split_image
+from ..paths import raw_dir
+
+
+def condition_label(run: catalog.Run) -> str:
+    """A short human label of a run's conditions, for tables and chart legends."""
+    registry = run.registry.split(" (")[0]
+    streaming = {True: "streaming", False: "no streaming", None: "streaming unknown"}[run.image_streaming]
+    return f"{run.provider} {run.machine_type}, {registry}, {run.ephemeral_storage}, {streaming}"
+
+
+def study_images(run: catalog.Run, raw: Path | None = None) -> set[str] | None:
+    """Image references the run set out to pull (from its study file), or None if the file is missing."""
+    path = (raw or raw_dir()) / run.source / run.study_file
+    if not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    if "tags" in doc and "uri" in doc:
+        return {f"{doc['uri']}:{tag}" for tag in doc["tags"]}
+    return {job["image"] for jobs in doc.values() if isinstance(jobs, list) for job in jobs if "image" in job}
+
+
+def load_run(run: str | catalog.Run, cluster_nodes: Iterable[int] | None = None, *,
+             raw: str | Path | None = None, runs: list[catalog.Run] | None = None,
+             progress: bool = False) -> ParseResult:
+    """Records of one run, all its cluster sizes or the given ones; missing files are reported."""
+    run = catalog.get(run, runs) if isinstance(run, str) else run
+    raw = Path(raw) if raw else raw_dir()
+    wanted = sorted(set(cluster_nodes) & set(run.node_counts)) if cluster_nodes is not None else run.node_counts
+    images = study_images(run, raw)
+    results = []
+    for n in tqdm(wanted, desc=run.id, unit="cluster", disable=not progress):
+        files = run.files_of("events", [n])
+        here = [raw / run.source / f.path for f in files if (raw / run.source / f.path).is_file()]
+        missing = [f"{run.source}/{f.path}" for f in files if not (raw / run.source / f.path).is_file()]
+        result = parse_events(here, label_root=raw, study=run.experiment, run=run.id,
+                              condition=condition_label(run), backend="archive", cluster_nodes=n) \
+            if here else ParseResult(parse_events([]).records)
+        result.unavailable += missing
+        results.append(result)
+    out = ParseResult.combine(results)
+    rec = out.records
+    if images is not None:
+        rec["study_image"] = rec["image"].isin(images)
+    else:  # no study file here: fall back to the upstream tag format
+        rec["study_image"] = rec["layers"].notna()
+    rec.loc[rec["study_image"], "content"] = run.image_content
+    return out
+
+
+def load_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = None, **kwargs) -> ParseResult:
+    runs = kwargs.pop("runs", None) or catalog.load()
+    nodes = list(cluster_nodes) if cluster_nodes is not None else None
+    return ParseResult.combine(load_run(r, nodes, runs=runs, **kwargs) for r in run_ids)
+
+
+__all__ = ["condition_label", "load_run", "load_runs", "study_images", "split_image"]

@@ -1,0 +1,263 @@
+"""The catalog of pulling runs: what each archived run measured, under which conditions, in which files.
+
+The conditions come from the upstream experiment READMEs and are cross-checked in the tests against
+the node labels of the runs' own ``kubectl get nodes`` files (instance type, local SSD, image
+streaming). The files come from the manifest, so every upstream run is listed whether or not this
+machine can get its files. ``python -m pullstudy.catalog build`` writes data/catalog.json; a test
+checks that the committed catalog equals a fresh build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from .data import Manifest, available_files, load_manifest
+from .paths import data_dir
+
+CHONKS = "container-chonks"
+GHCR = "ghcr.io (GitHub Container Registry, outside Google Cloud)"
+ARTIFACT_REGISTRY = "Artifact Registry us-central1 (same region as the cluster)"
+BOOT_DISK = "boot disk (pd-balanced)"
+LOCAL_SSD = "local SSD"
+SYNTHETIC = "zeros"  # layers of `head -c N /dev/zero` on a busybox base
+APPS = "real"  # spack-built application images
+
+# (experiment, run) -> conditions. Runs of pulling-test follow the same design as pulling.
+_GKE = {"provider": "GKE", "machine_type": "n1-standard-16", "region": "us-central1"}
+CONDITIONS: dict[tuple[str, str], dict] = {
+    ("pulling", "run1"): {**_GKE, "registry": GHCR, "ephemeral_storage": BOOT_DISK, "image_streaming": False,
+                          "image_content": SYNTHETIC, "study_file": "experiments/pulling/studies/run1.json",
+                          "description": "baseline: 9-layer synthetic images of 1.2-19 GB pulled from ghcr.io"},
+    ("pulling", "run2"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK, "image_streaming": False,
+                          "image_content": SYNTHETIC, "study_file": "experiments/pulling/studies/run2.json",
+                          "description": "registry proximity: the run1 images from Artifact Registry in the cluster's region"},
+    ("pulling", "run3"): {**_GKE, "registry": GHCR, "ephemeral_storage": LOCAL_SSD, "image_streaming": False,
+                          "image_content": SYNTHETIC, "study_file": "experiments/pulling/studies/run1.json",
+                          "description": "local SSD for ephemeral storage (containerd root), images from ghcr.io"},
+    ("pulling", "run4"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK, "image_streaming": True,
+                          "image_content": SYNTHETIC, "study_file": "experiments/pulling/studies/run4.json",
+                          "description": "GKE image streaming (lazy pulling; needs Artifact Registry)"},
+    ("pulling", "streaming"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                               "image_streaming": True, "image_content": APPS,
+                               "study_file": "experiments/pulling/studies/streaming.json",
+                               "description": "spack-built apps (LAMMPS, AMG2023, MiniFE, OSU) run by the Flux Operator, image streaming on; app logs kept"},
+    ("pulling", "without-streaming"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                                       "image_streaming": False, "image_content": APPS,
+                                       "study_file": "experiments/pulling/studies/streaming.json",
+                                       "description": "the same apps without image streaming; app logs kept"},
+    ("pulling-test", "run1"): {**_GKE, "registry": GHCR, "ephemeral_storage": BOOT_DISK, "image_streaming": False,
+                               "image_content": SYNTHETIC, "study_file": "experiments/pulling-test/studies/run1.json",
+                               "description": "earlier round: 38 images, 9 vs 125 layers, 48 MB-19 GB, from ghcr.io"},
+    ("pulling-test", "run2"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                               "image_streaming": False, "image_content": SYNTHETIC,
+                               "study_file": "experiments/pulling-test/studies/run2.json",
+                               "description": "earlier round, images from Artifact Registry in the cluster's region"},
+    ("pulling-test", "run3"): {**_GKE, "registry": GHCR, "ephemeral_storage": LOCAL_SSD, "image_streaming": False,
+                               "image_content": SYNTHETIC, "study_file": "experiments/pulling-test/studies/run1.json",
+                               "description": "earlier round, local SSD for ephemeral storage"},
+    ("pulling-test", "run4"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                               "image_streaming": True, "image_content": SYNTHETIC,
+                               "study_file": "experiments/pulling-test/studies/run2.json",
+                               "description": "earlier round, GKE image streaming"},
+    ("pulling-test", "streaming"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                                    "image_streaming": True, "image_content": APPS,
+                                    "study_file": "experiments/pulling-test/studies/streaming.json",
+                                    "description": "earlier round of the app runs, image streaming on"},
+    ("pulling-test", "without-streaming"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                                            "image_streaming": False, "image_content": APPS,
+                                            "study_file": "experiments/pulling-test/studies/streaming.json",
+                                            "description": "earlier round of the app runs, without image streaming"},
+    ("pulling-test", "streaming-test"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                                         "image_streaming": None, "image_content": APPS,
+                                         "study_file": "experiments/pulling-test/studies/streaming.json",
+                                         "description": "trial of the app runs on 4 nodes (streaming setting not recorded)"},
+    ("pulling-test", "streaming-test/streaming"): {**_GKE, "registry": ARTIFACT_REGISTRY, "ephemeral_storage": BOOT_DISK,
+                                                   "image_streaming": True, "image_content": APPS,
+                                                   "study_file": "experiments/pulling-test/studies/streaming.json",
+                                                   "description": "trial of the app runs on 4 nodes, image streaming on"},
+    ("pulling-test", "streaming-test/without-streaming"): {**_GKE, "registry": ARTIFACT_REGISTRY,
+                                                           "ephemeral_storage": BOOT_DISK, "image_streaming": False,
+                                                           "image_content": APPS,
+                                                           "study_file": "experiments/pulling-test/studies/streaming.json",
+                                                           "description": "trial of the app runs on 4 nodes, without image streaming"},
+    ("pulling-test", "test/n1-standard-16"): {**_GKE, "registry": GHCR, "ephemeral_storage": BOOT_DISK,
+                                              "image_streaming": False, "image_content": SYNTHETIC,
+                                              "study_file": "experiments/pulling-test/studies/test.json",
+                                              "description": "machine-type trial: 1-125 layers on n1-standard-16"},
+    ("pulling-test", "test/n1-standard-64"): {**_GKE, "machine_type": "n1-standard-64", "registry": GHCR,
+                                              "ephemeral_storage": BOOT_DISK, "image_streaming": False,
+                                              "image_content": SYNTHETIC,
+                                              "study_file": "experiments/pulling-test/studies/test.json",
+                                              "description": "machine-type trial: 1-125 layers on n1-standard-64"},
+    ("pulling-aws", "run1"): {"provider": "EKS", "machine_type": "c5a.4xlarge", "region": None, "registry": GHCR,
+                              "ephemeral_storage": "EBS root volume", "image_streaming": False,
+                              "image_content": SYNTHETIC, "study_file": "experiments/pulling-aws/studies/run1.json",
+                              "description": "the same design on AWS EKS"},
+}
+
+_METADATA = re.compile(r"^experiments/(?P<experiment>pulling[^/]*)/metadata/(?P<rest>.+)$")
+_NODES_IN_NAME = re.compile(r"(?:events-size|nodes)-(\d+)-")
+
+
+@dataclass(frozen=True)
+class RunFile:
+    path: str  # upstream path, also the path under data/raw/<source>/
+    kind: str  # events | nodes | app-log
+    cluster_nodes: int
+    size: int | None
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str  # "<experiment>/<run>", e.g. "pulling/run1"
+    source: str
+    experiment: str
+    run: str
+    provider: str
+    machine_type: str
+    region: str | None
+    registry: str
+    ephemeral_storage: str
+    image_streaming: bool | None
+    image_content: str
+    study_file: str
+    description: str
+    node_counts: tuple[int, ...]
+    files: tuple[RunFile, ...] = field(repr=False)
+
+    def files_of(self, kind: str, cluster_nodes: Iterable[int] | None = None) -> list[RunFile]:
+        wanted = set(cluster_nodes) if cluster_nodes is not None else None
+        return [f for f in self.files if f.kind == kind and (wanted is None or f.cluster_nodes in wanted)]
+
+
+def _classify(rest: str) -> tuple[str, int, str] | None:
+    """Split a metadata path into (run, cluster_nodes, kind), or None if it is not a run file."""
+    parts = rest.split("/")
+    name = parts[-1]
+    if "logs" in parts[:-1]:
+        kind = "app-log"
+    elif name.startswith("events"):
+        kind = "events"
+    elif name.startswith("nodes"):
+        kind = "nodes"
+    else:
+        return None
+    digits = [i for i, p in enumerate(parts[:-1]) if p.isdigit()]
+    if digits:
+        return "/".join(parts[: digits[0]]), int(parts[digits[0]]), kind
+    m = _NODES_IN_NAME.search(name)
+    if not m:
+        return None
+    return "/".join(parts[:-1]), int(m.group(1)), kind
+
+
+def build(manifest: Manifest) -> list[Run]:
+    """Every pulling run of the manifest with its conditions; unknown runs are an error, not a skip."""
+    grouped: dict[tuple[str, str], list[RunFile]] = {}
+    source_of: dict[tuple[str, str], str] = {}
+    for f in manifest.files:
+        m = _METADATA.match(f.path)
+        if not m:
+            continue
+        parsed = _classify(m.group("rest"))
+        if parsed is None:
+            raise ValueError(f"catalog: cannot place {f.key} in a run (unrecognised file name)")
+        run, nodes, kind = parsed
+        key = (m.group("experiment"), run)
+        grouped.setdefault(key, []).append(RunFile(f.path, kind, nodes, f.size))
+        source_of[key] = f.source
+    unknown = sorted(set(grouped) - set(CONDITIONS))
+    if unknown:
+        raise ValueError(f"catalog: runs with no recorded conditions: {unknown}; add them to CONDITIONS")
+    runs = []
+    for (experiment, run), cond in CONDITIONS.items():
+        files = sorted(grouped.get((experiment, run), []), key=lambda f: (f.cluster_nodes, f.kind, f.path))
+        runs.append(Run(id=f"{experiment}/{run}", source=source_of.get((experiment, run), CHONKS),
+                        experiment=experiment, run=run, node_counts=tuple(sorted({f.cluster_nodes for f in files})),
+                        files=tuple(files), **cond))
+    return runs
+
+
+def to_json(runs: list[Run]) -> dict:
+    return {
+        "about": "Pulling runs of the archived upstream experiments and their conditions. "
+                 "Built from data/manifest.json by `python -m pullstudy.catalog build`.",
+        "runs": [asdict(r) for r in runs],
+    }
+
+
+def catalog_path() -> Path:
+    return data_dir() / "catalog.json"
+
+
+def load(path: str | Path | None = None) -> list[Run]:
+    doc = json.loads(Path(path or catalog_path()).read_text())
+    runs = []
+    for r in doc["runs"]:
+        r = dict(r)
+        r["files"] = tuple(RunFile(**f) for f in r["files"])
+        r["node_counts"] = tuple(r["node_counts"])
+        runs.append(Run(**r))
+    return runs
+
+
+def get(run_id: str, runs: list[Run] | None = None) -> Run:
+    runs = runs if runs is not None else load()
+    for r in runs:
+        if r.id == run_id:
+            return r
+    raise KeyError(f"no run {run_id!r} in the catalog; known runs: {', '.join(r.id for r in runs)}")
+
+
+def select(runs: list[Run] | None = None, **conditions) -> list[Run]:
+    """Runs whose fields equal every given condition, e.g. ``select(image_streaming=True)``."""
+    runs = runs if runs is not None else load()
+    bad = set(conditions) - set(Run.__dataclass_fields__)
+    if bad:
+        raise KeyError(f"unknown run fields {sorted(bad)}")
+    return [r for r in runs if all(getattr(r, k) == v for k, v in conditions.items())]
+
+
+def availability(runs: list[Run], manifest: Manifest | None = None, raw: str | Path | None = None):
+    """A tidy table: per run, node count and file kind, how many files are listed and how many are here."""
+    import pandas as pd
+
+    manifest = manifest or load_manifest()
+    have = available_files(manifest, raw)
+    rows = []
+    for r in runs:
+        for f in r.files:
+            rows.append({"run": r.id, "cluster_nodes": f.cluster_nodes, "kind": f.kind,
+                         "available": f"{r.source}/{f.path}" in have})
+    df = pd.DataFrame(rows, columns=["run", "cluster_nodes", "kind", "available"])
+    return (df.groupby(["run", "cluster_nodes", "kind"], as_index=False)
+              .agg(files=("available", "size"), available=("available", "sum")))
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pullstudy.catalog")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="write data/catalog.json from data/manifest.json")
+    b.add_argument("--manifest", default=None)
+    b.add_argument("--out", default=None)
+    sub.add_parser("list", help="print the runs and their conditions")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    if args.command == "build":
+        out = Path(args.out) if args.out else catalog_path()
+        out.write_text(json.dumps(to_json(build(load_manifest(args.manifest))), indent=1) + "\n")
+        print(f"wrote {out}")
+        return 0
+    for r in load():
+        print(f"{r.id:45s} {r.provider} {r.machine_type:14s} streaming={r.image_streaming!s:5s} "
+              f"nodes={','.join(map(str, r.node_counts))}  {r.registry.split(' ')[0]} / {r.ephemeral_storage}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

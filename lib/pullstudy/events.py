@@ -1,0 +1,361 @@
+"""Raw kubelet events -> the tidy table of pull records (one row per image pull on one node).
+
+Inputs are Kubernetes Event objects as the upstream experiments stored them: JSON lines written by
+kubernetes-event-exporter (with the exporter's own log lines mixed in), plain or gzip-compressed, or
+``kubectl get events -o json`` lists. Both core/v1 and events.k8s.io/v1 fields are understood.
+
+Nothing disappears silently: every input line or list item that does not become part of a record is
+counted in ``ParseResult.skipped`` under the reason it was left out. A file that is not an event file
+at all (binary, a truncated gzip stream, a truncated JSON document, no JSON in it) raises
+``EventFileError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import bisect
+import gzip
+import re
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import orjson
+import pandas as pd
+
+RECORD_COLUMNS = [
+    "study", "run", "condition", "backend", "cluster_nodes", "node", "image", "tag", "layers", "size_bytes",
+    "content", "image_size_reported", "pull_s", "pull_wait_s", "cache_hit", "pulling_at", "pulled_at",
+    "started_at", "source",
+    # Extensions of the design's schema: which pod, when it was scheduled, whether the image is one the
+    # experiment set out to pull (rather than a system pod's).
+    "pod", "scheduled_at", "study_image",
+]
+TIME_COLUMNS = ["pulling_at", "pulled_at", "started_at", "scheduled_at"]
+
+# Reasons an input item is not used, in the order a reader would look for them.
+SKIP_REASONS = (
+    "not-json", "not-an-object", "exporter-log", "missing-reason", "missing-message", "duplicate",
+    "bad-duration", "unrecognized-pulled-message", "missing-time", "not-a-pull-event", "empty-file",
+)
+
+
+class DurationError(ValueError):
+    """A Go duration string that Go itself would reject (unknown unit, stray characters)."""
+
+
+class EventFileError(Exception):
+    """A file that is not an event file (binary, truncated gzip, truncated JSON document, no JSON)."""
+
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]+)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string (``1h2m3.5s``, ``1m8.725s``, ``998ms``, ``1.5µs``, ``0``)."""
+    s = text.strip()
+    sign = -1.0 if s.startswith("-") else 1.0
+    body = s[1:] if s[:1] in "+-" else s
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(body):
+        if m.start() != pos:
+            break
+        unit = m.group(2)
+        if unit not in _UNIT_SECONDS:
+            raise DurationError(f"unknown unit {unit!r} in duration {text!r}")
+        total += float(m.group(1)) * _UNIT_SECONDS[unit]
+        pos = m.end()
+    if pos == 0 or pos != len(body):
+        raise DurationError(f"not a Go duration: {text!r}")
+    return sign * total
+
+
+_PULLED = re.compile(
+    r'^Successfully pulled image "(?P<image>[^"]+)"'
+    r"(?: in (?P<pull>[^\s(]+?)(?: \((?P<wait>[^\s)]+) including waiting\))?)?"
+    r"\.?(?: Image size: (?P<size>\d+) bytes\.?)?\s*$"
+)
+_CACHE_HIT = re.compile(r'^Container image "(?P<image>[^"]+)" already present on machine')
+_TAG_FORMAT = re.compile(r"^(?P<layers>\d+)-layers-size-(?P<size>\d+)-bytes$")
+
+
+@dataclass(frozen=True)
+class PullMessage:
+    image: str
+    cache_hit: bool
+    pull_s: float | None = None
+    pull_wait_s: float | None = None
+    image_size_reported: int | None = None
+
+
+class UnrecognizedMessage(ValueError):
+    pass
+
+
+def parse_pulled_message(message: str) -> PullMessage:
+    """Decode a ``Pulled`` event's message; every kubelet form since 1.2x, including a cache hit."""
+    m = _PULLED.match(message)
+    if m:
+        pull = parse_go_duration(m["pull"]) if m["pull"] else None
+        wait = parse_go_duration(m["wait"]) if m["wait"] else None
+        size = int(m["size"]) if m["size"] else None
+        return PullMessage(m["image"], False, pull, wait, size)
+    m = _CACHE_HIT.match(message)
+    if m:
+        return PullMessage(m["image"], True)
+    raise UnrecognizedMessage(f"not a kubelet Pulled message: {message[:120]!r}")
+
+
+def split_image(ref: str) -> tuple[str, str | None]:
+    """(repository, tag) of an image reference; the tag is None for digest-only references."""
+    name = ref.split("@", 1)[0]
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:]
+    return name, None
+
+
+def decode_tag(tag: str | None) -> tuple[int | None, int | None]:
+    """Layers and uncompressed bytes from the upstream tag format ``9-layers-size-1176249324-bytes``."""
+    m = _TAG_FORMAT.match(tag or "")
+    return (int(m["layers"]), int(m["size"])) if m else (None, None)
+
+
+@dataclass
+class ParseResult:
+    """The records, and an account of every input item that did not become one."""
+
+    records: pd.DataFrame
+    skipped: Counter = field(default_factory=Counter)
+    items: int = 0  # lines or list items read
+    files: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # files the caller wanted but could not have
+
+    @staticmethod
+    def combine(results: Iterable["ParseResult"]) -> "ParseResult":
+        results = list(results)
+        frames = [r.records for r in results if len(r.records)]
+        out = ParseResult(pd.concat(frames, ignore_index=True) if frames else empty_records())
+        for r in results:
+            out.skipped.update(r.skipped)
+            out.items += r.items
+            out.files += r.files
+            out.unavailable += r.unavailable
+        return out
+
+    def skipped_table(self) -> pd.DataFrame:
+        rows = [{"reason": k, "count": v} for k, v in sorted(self.skipped.items(), key=lambda kv: -kv[1])]
+        return pd.DataFrame(rows, columns=["reason", "count"])
+
+
+def empty_records() -> pd.DataFrame:
+    return _typed(pd.DataFrame(columns=RECORD_COLUMNS))
+
+
+def _open_bytes(path: Path) -> bytes:
+    """The file's content, decompressed if it is gzip (by its magic bytes, not its name)."""
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise EventFileError(f"{path}: broken or truncated gzip stream ({exc})") from None
+    if b"\0" in raw[:65536]:
+        raise EventFileError(f"{path}: binary content (NUL bytes), not JSON events")
+    return raw
+
+
+def iter_event_objects(path: str | Path, skipped: Counter,
+                       label_root: str | Path | None = None) -> Iterator[tuple[str, object]]:
+    """Yield (source, decoded JSON) for each event line or list item; count what is not JSON."""
+    path = Path(path)
+    data = _open_bytes(path)
+    label = path.relative_to(label_root) if label_root else path
+    if not data.strip():
+        skipped["empty-file"] += 1
+        return
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        doc = None
+        first = data.lstrip().split(b"\n", 1)[0].strip()
+        if first in (b"{", b"["):
+            raise EventFileError(f"{path}: a JSON document that does not parse (truncated?)") from None
+    if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+        for i, item in enumerate(doc["items"]):
+            yield f"{label}#items[{i}]", item
+        return
+    if doc is not None:
+        yield f"{label}:1", doc
+        return
+    found_json = False
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            skipped["not-json"] += 1
+            continue
+        found_json = True
+        yield f"{label}:{lineno}", obj
+    if not found_json:
+        raise EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
+
+
+@dataclass(frozen=True)
+class _Event:
+    reason: str
+    message: str | None
+    pod: str  # namespace/name of the involved object
+    pod_key: str  # its uid when known
+    container: str  # fieldPath, e.g. spec.containers{pull}
+    node: str | None
+    time: str | None
+    source: str
+
+
+def _normalize(obj: dict, source: str) -> _Event | str:
+    """An _Event, or the skip reason for an object that cannot be one."""
+    involved = obj.get("involvedObject") or obj.get("regarding")
+    reason = obj.get("reason")
+    if involved is None and reason is None:
+        return "exporter-log" if "level" in obj else "missing-reason"
+    if not reason:
+        return "missing-reason"
+    involved = involved if isinstance(involved, dict) else {}
+    src = obj.get("source") or obj.get("deprecatedSource") or {}
+    node = (src.get("host") if isinstance(src, dict) else None) or obj.get("reportingInstance") or None
+    pod = f"{involved.get('namespace', '')}/{involved.get('name', '')}"
+    time = obj.get("eventTime") or obj.get("firstTimestamp") or obj.get("deprecatedFirstTimestamp") \
+        or (obj.get("metadata") or {}).get("creationTimestamp")
+    message = obj.get("message", obj.get("note"))
+    return _Event(str(reason), message if isinstance(message, str) else None, pod,
+                  involved.get("uid") or pod, involved.get("fieldPath") or "", node, time, source)
+
+
+def _dedup_key(obj: dict) -> str:
+    uid = (obj.get("metadata") or {}).get("uid")
+    if uid:
+        return uid
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+
+
+_USED_REASONS = {"Pulled", "Pulling", "Started", "Scheduled"}
+
+
+def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | Path | None = None,
+                 **context) -> ParseResult:
+    """Pull records from one or more event files of the same cluster.
+
+    ``context`` fills the columns the events cannot know: study, run, condition, backend,
+    cluster_nodes. ``source`` names file and line relative to ``label_root`` when given, so results do
+    not carry the user's own paths. Files of one cluster are parsed together so that an event repeated across
+    files is counted once and a pod's Pulling, Pulled and Started events are joined across files.
+    """
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    skipped: Counter = Counter()
+    items = 0
+    seen: set[str] = set()
+    pulled: list[tuple[_Event, PullMessage]] = []
+    pulling: dict[tuple[str, str], list[str]] = {}
+    started: dict[tuple[str, str], list[str]] = {}
+    scheduled: dict[str, str] = {}
+    for path in paths:
+        for source, obj in iter_event_objects(path, skipped, label_root):
+            items += 1
+            if not isinstance(obj, dict):
+                skipped["not-an-object"] += 1
+                continue
+            ev = _normalize(obj, source)
+            if isinstance(ev, str):
+                skipped[ev] += 1
+                continue
+            key = _dedup_key(obj)
+            if key in seen:
+                skipped["duplicate"] += 1
+                continue
+            seen.add(key)
+            if ev.reason not in _USED_REASONS:
+                skipped["not-a-pull-event"] += 1
+                continue
+            if ev.reason == "Pulled":
+                if ev.message is None:
+                    skipped["missing-message"] += 1
+                    continue
+                try:
+                    pulled.append((ev, parse_pulled_message(ev.message)))
+                except DurationError:
+                    skipped["bad-duration"] += 1
+                except UnrecognizedMessage:
+                    skipped["unrecognized-pulled-message"] += 1
+            elif ev.time is None:
+                skipped["missing-time"] += 1  # a timeless Pulling/Started/Scheduled cannot be joined
+            elif ev.reason == "Pulling":
+                pulling.setdefault((ev.pod_key, ev.container), []).append(ev.time)
+            elif ev.reason == "Started":
+                started.setdefault((ev.pod_key, ev.container), []).append(ev.time)
+            else:
+                scheduled.setdefault(ev.pod_key, ev.time)
+    rows = [_record(ev, msg, pulling, started, scheduled, context) for ev, msg in pulled]
+    records = pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS)
+    return ParseResult(_typed(records), skipped, items, [str(p) for p in paths])
+
+
+def _latest_at_or_before(times: list[str] | None, t: str | None) -> str | None:
+    if not times:
+        return None
+    ordered = sorted(times)
+    if t is None:
+        return ordered[-1]
+    i = bisect.bisect_right(ordered, t)
+    return ordered[i - 1] if i else None
+
+
+def _earliest_at_or_after(times: list[str] | None, t: str | None) -> str | None:
+    if not times:
+        return None
+    ordered = sorted(times)
+    if t is None:
+        return ordered[0]
+    i = bisect.bisect_left(ordered, t)
+    return ordered[i] if i < len(ordered) else None
+
+
+def _record(ev: _Event, msg: PullMessage, pulling, started, scheduled, context) -> dict:
+    repo, tag = split_image(msg.image)
+    layers, size = decode_tag(tag)
+    key = (ev.pod_key, ev.container)
+    return {
+        "study": context.get("study"), "run": context.get("run"), "condition": context.get("condition"),
+        "backend": context.get("backend", "archive"), "cluster_nodes": context.get("cluster_nodes"),
+        "node": ev.node, "image": msg.image, "tag": tag, "layers": layers, "size_bytes": size,
+        "content": "unknown", "image_size_reported": msg.image_size_reported,
+        "pull_s": msg.pull_s, "pull_wait_s": msg.pull_wait_s, "cache_hit": msg.cache_hit,
+        "pulling_at": None if msg.cache_hit else _latest_at_or_before(pulling.get(key), ev.time),
+        "pulled_at": ev.time, "started_at": _earliest_at_or_after(started.get(key), ev.time),
+        "source": ev.source, "pod": ev.pod, "scheduled_at": scheduled.get(ev.pod_key), "study_image": False,
+    }
+
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """One dtype per column whatever the input, so frames from any backend concatenate cleanly."""
+    df = df.copy()
+    for col in ("layers", "size_bytes", "image_size_reported", "cluster_nodes"):
+        df[col] = pd.to_numeric(df[col]).astype("Int64")
+    for col in ("pull_s", "pull_wait_s"):
+        df[col] = pd.to_numeric(df[col]).astype("float64")
+    for col in ("cache_hit", "study_image"):
+        df[col] = df[col].astype("bool")
+    for col in TIME_COLUMNS:
+        df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+    for col in set(RECORD_COLUMNS) - set(TIME_COLUMNS) - {"layers", "size_bytes", "image_size_reported",
+                                                            "cluster_nodes", "pull_s", "pull_wait_s",
+                                                            "cache_hit", "study_image"}:
+        df[col] = df[col].astype("string")
+    return df[RECORD_COLUMNS]

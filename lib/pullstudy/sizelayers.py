@@ -1,0 +1,187 @@
+"""Study 01: how pull time grows with image size and layer count, and the verdicts on its claims.
+
+The verdicts are computed from the records passed in; the thresholds they use are the claims' own
+figures (claims.md) and are stated in each verdict's reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from . import stats
+from .claims import Verdict
+
+GB = 1e9
+TIME_LABELS = {
+    "pull_wait_s": "pull time including waiting (s)",
+    "pull_s": "pull time (s)",
+}
+
+
+def analysable_pulls(records: pd.DataFrame, time: str = "pull_wait_s") -> tuple[pd.DataFrame, Counter]:
+    """The experiment's own image pulls with a timing figure, and a count of what was left out and why."""
+    excluded: Counter = Counter()
+    is_study = records["study_image"].astype(bool)
+    excluded["not one of the study's images (system pods)"] = int((~is_study).sum())
+    df = records[is_study]
+    excluded["cache hit (image already present on the node)"] = int(df["cache_hit"].sum())
+    df = df[~df["cache_hit"]]
+    no_time = df[time].isna()
+    excluded[f"no {time} figure in the kubelet message"] = int(no_time.sum())
+    df = df[~no_time]
+    no_size = df["size_bytes"].isna()
+    excluded["image tag does not encode layers and size"] = int(no_size.sum())
+    df = df[~no_size].copy()
+    df["size_gb"] = df["size_bytes"].astype(float) / GB
+    return df.reset_index(drop=True), Counter({k: v for k, v in excluded.items() if v})
+
+
+def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Medians with bootstrap 95% CIs of both kubelet figures, side by side."""
+    parts = []
+    for time in ("pull_wait_s", "pull_s"):
+        t = stats.median_table(df, by, time, n_boot=n_boot, seed=seed)
+        parts.append(t.rename(columns={c: f"{time}_{c}" for c in ("n", "median", "ci_low", "ci_high")}))
+    out = parts[0].merge(parts[1], on=by)
+    return out.rename(columns={"pull_wait_s_n": "n"}).drop(columns=["pull_s_n"])
+
+
+def layer_difference(df: pd.DataFrame, time: str = "pull_wait_s", *, by: tuple[str, ...] = ("size_bytes",),
+                     n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Median of the most-layered minus the least-layered image at each size, with a bootstrap CI."""
+    few, many = int(df["layers"].min()), int(df["layers"].max())
+    if few == many:
+        raise ValueError(f"only one layer count ({few}) in the records: nothing to compare")
+    rows = []
+    for key, g in df.groupby(list(by)):
+        key = key if isinstance(key, tuple) else (key,)
+        d = stats.bootstrap_median_difference_ci(g.loc[g["layers"] == many, time], g.loc[g["layers"] == few, time],
+                                                 n_boot=n_boot, seed=seed)
+        row = dict(zip(by, key))
+        row.update(layers_few=few, layers_many=many, n_few=d.n_b, n_many=d.n_a, difference_s=d.difference,
+                   ci_low=d.ci_low, ci_high=d.ci_high)
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["median_few_s"] = [df.loc[(df["layers"] == few) & _match(df, by, r), time].median() for _, r in out.iterrows()]
+    out["ratio"] = (out["median_few_s"] + out["difference_s"]) / out["median_few_s"]
+    return out
+
+
+def _match(df: pd.DataFrame, by, row) -> pd.Series:
+    mask = pd.Series(True, index=df.index)
+    for col in by:
+        mask &= df[col] == row[col]
+    return mask
+
+
+def verdict_size_growth(df: pd.DataFrame, time: str = "pull_wait_s", *, claimed_s: float = 120.0,
+                        tolerance: float = 0.25, n_boot: int = 2000, seed: int = 0) -> Verdict:
+    """Claim size-growth: pull time grows with size; the largest image took about `claimed_s`."""
+    medians = df.groupby("size_bytes")[time].median().sort_index()
+    if len(medians) < 3:
+        return Verdict("size-growth", "not testable here", f"only {len(medians)} image sizes in the data")
+    rho, p = sps.spearmanr(df["size_bytes"].astype(float), df[time])
+    monotonic = bool(np.all(np.diff(medians.to_numpy()) > 0))
+    largest = df[df["size_bytes"] == medians.index[-1]][time]
+    ci = stats.bootstrap_median_ci(largest, n_boot=n_boot, seed=seed)
+    lo, hi = claimed_s * (1 - tolerance), claimed_s * (1 + tolerance)
+    figure_ok = ci.ci_low <= hi and ci.ci_high >= lo
+    grows = monotonic and rho > 0.8 and p < 0.001
+    size_gb = medians.index[-1] / GB
+    measured = (f"largest image ({size_gb:.1f} GB): median {ci.median:.1f} s [{ci.ci_low:.1f}, {ci.ci_high:.1f}], "
+                f"n={ci.n}; Spearman rho={rho:.2f} over {len(df)} pulls")
+    if grows and figure_ok:
+        verdict, why = "supported", (f"medians rise at every one of {len(medians)} sizes (rho={rho:.2f}, p={p:.1e}) "
+                                     f"and the largest image's CI overlaps 'about 2 minutes' ({lo:.0f}-{hi:.0f} s)")
+    elif grows:
+        verdict, why = "partly supported", (f"pull time grows with size (rho={rho:.2f}) but the largest image's "
+                                            f"median CI lies outside {lo:.0f}-{hi:.0f} s")
+    else:
+        verdict, why = "not supported", (f"medians are not increasing with size at every step "
+                                         f"(monotonic={monotonic}, rho={rho:.2f}, p={p:.1e})")
+    return Verdict("size-growth", verdict, why, measured=measured, value=ci.median, ci_low=ci.ci_low,
+                   ci_high=ci.ci_high, unit="s", n=ci.n)
+
+
+def verdict_layers_no_effect(diff: pd.DataFrame, *, bound_s: float = 10.0) -> Verdict:
+    """Claim layers-no-effect: layers don't seem to matter, at most ~`bound_s` slower for many layers.
+
+    "No effect" is not read from an absence of evidence: the claimed bound is tested as an equivalence
+    margin (every size's CI of the difference inside +-bound_s). Within the bound and no difference
+    detectable at most sizes: supported. Within the bound but a real difference: partly supported.
+    A size whose whole CI lies beyond the bound: not supported. Otherwise too uncertain to tell.
+    """
+    if diff.empty:
+        return Verdict("layers-no-effect", "not testable here", "no sizes with both layer counts")
+    few, many = int(diff["layers_few"].iloc[0]), int(diff["layers_many"].iloc[0])
+    detectable = diff[(diff["ci_low"] > 0) | (diff["ci_high"] < 0)]
+    within = diff[(diff["ci_low"] >= -bound_s) & (diff["ci_high"] <= bound_s)]
+    beyond = diff[(diff["ci_low"] > bound_s) | (diff["ci_high"] < -bound_s)]
+    worst = diff.loc[diff["difference_s"].abs().idxmax()]
+    typical = float(diff["difference_s"].median())
+    small = diff[diff["size_bytes"] <= diff["size_bytes"].median()]
+    measured = (f"{many} vs {few} layers: median difference {typical:+.1f} s over {len(diff)} sizes "
+                f"(largest {worst['difference_s']:+.1f} s [{worst['ci_low']:.1f}, {worst['ci_high']:.1f}] at "
+                f"{worst['size_bytes'] / GB:.2f} GB); CI excludes 0 at {len(detectable)} of {len(diff)} sizes, "
+                f"inside +-{bound_s:.0f} s at {len(within)}")
+    if len(beyond):
+        verdict = "not supported"
+        why = f"at {len(beyond)} sizes the whole CI of the difference lies beyond the claimed {bound_s:.0f} s"
+    elif len(within) < len(diff):
+        verdict = "partly supported"
+        why = (f"no size is clearly beyond {bound_s:.0f} s, but at {len(diff) - len(within)} sizes the CI is too "
+               f"wide to show the difference stays within it")
+    elif len(detectable) * 2 > len(diff):
+        verdict = "partly supported"
+        why = (f"within the claimed '{bound_s:.0f} s slower' at every size, but layers do matter: {many} layers "
+               f"cost {typical:.1f} s (median over sizes), {small['ratio'].median():.1f}x the pull time of the "
+               f"smaller half of the images")
+    else:
+        verdict = "supported"
+        why = f"every size's CI lies inside +-{bound_s:.0f} s and most cannot be told from zero"
+    return Verdict("layers-no-effect", verdict, why, measured=measured, value=typical,
+                   ci_low=float(diff["ci_low"].median()), ci_high=float(diff["ci_high"].median()), unit="s",
+                   n=int(diff["n_few"].sum() + diff["n_many"].sum()))
+
+
+def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Built (uncompressed) size against the bytes the runtime reported pulling, per image."""
+    t = (df.groupby(["layers", "size_bytes"], as_index=False)
+           .agg(image_size_reported=("image_size_reported", "median"), pulls=("pull_wait_s", "size")))
+    t["compression_ratio"] = t["size_bytes"] / t["image_size_reported"]
+    return t
+
+
+def fit_models(df: pd.DataFrame, *, split_bytes: float | None = 1e9, time: str = "pull_wait_s",
+               n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The pull-time model over all sizes and, if split_bytes is given, below and above it.
+
+    One straight line rarely fits 48 MB and 19 GB alike (page cache absorbs small writes; large ones
+    wait for the disk), so the regimes are fitted separately as well, each against both the built
+    size and the bytes the runtime reported transferring.
+    """
+    regimes = {"all sizes": df}
+    if split_bytes:
+        regimes[f"< {split_bytes / GB:g} GB"] = df[df["size_bytes"] < split_bytes]
+        regimes[f">= {split_bytes / GB:g} GB"] = df[df["size_bytes"] >= split_bytes]
+    layers = "layers" if df["layers"].nunique() > 1 else None
+    rows = []
+    for regime, part in regimes.items():
+        for size_col, basis in (("size_bytes", "uncompressed (built)"), ("image_size_reported", "as transferred")):
+            row = {"regime": regime, "bytes": basis}
+            try:
+                row.update(stats.fit_pull_model(part, time=time, layers=layers, size=size_col,
+                                                n_boot=n_boot, seed=seed).as_dict())
+            except ValueError as exc:
+                row["error"] = str(exc)
+            rows.append(row)
+    out = pd.DataFrame(rows)
+    for col in [c for c in out.columns if c.endswith("_ci")]:
+        out[[f"{col[:-3]}_ci_low", f"{col[:-3]}_ci_high"]] = pd.DataFrame(
+            [v if isinstance(v, (list, tuple)) else (np.nan, np.nan) for v in out[col]], index=out.index)
+        out = out.drop(columns=col)
+    return out
