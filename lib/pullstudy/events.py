@@ -171,11 +171,15 @@ def _open_bytes(path: Path) -> bytes:
 
 
 def iter_event_objects(path: str | Path, skipped: Counter,
-                       label_root: str | Path | None = None) -> Iterator[tuple[str, object]]:
-    """Yield (source, decoded JSON) for each event line or list item; count what is not JSON."""
+                       label_root: str | Path | None = None) -> Iterator[tuple[str | int, object]]:
+    """Yield (where, decoded JSON) for each event line or list item; count what is not JSON.
+
+    ``where`` is the file label and ``:line`` or ``#items[i]``; the line number alone is yielded as an
+    int and joined to the label only for the events that become records (most never do).
+    """
     path = Path(path)
     data = _open_bytes(path)
-    label = path.relative_to(label_root) if label_root else path
+    label = str(path.relative_to(label_root) if label_root else path)
     if not data.strip():
         skipped["empty-file"] += 1
         return
@@ -203,7 +207,7 @@ def iter_event_objects(path: str | Path, skipped: Counter,
             skipped["not-json"] += 1
             continue
         found_json = True
-        yield f"{label}:{lineno}", obj
+        yield lineno, obj
     if not found_json:
         raise EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
 
@@ -220,14 +224,18 @@ class _Event:
     source: str
 
 
-def _normalize(obj: dict, source: str) -> _Event | str:
-    """An _Event, or the skip reason for an object that cannot be one."""
-    involved = obj.get("involvedObject") or obj.get("regarding")
+def _not_an_event(obj: dict) -> str | None:
+    """The skip reason for a JSON object that cannot be used as an event, or None."""
     reason = obj.get("reason")
-    if involved is None and reason is None:
+    if reason and isinstance(reason, str):
+        return None
+    if reason is None and "involvedObject" not in obj and "regarding" not in obj:
         return "exporter-log" if "level" in obj else "missing-reason"
-    if not reason:
-        return "missing-reason"
+    return "missing-reason"
+
+
+def _normalize(obj: dict, source: str) -> _Event:
+    involved = obj.get("involvedObject") or obj.get("regarding")
     involved = involved if isinstance(involved, dict) else {}
     src = obj.get("source") or obj.get("deprecatedSource") or {}
     node = (src.get("host") if isinstance(src, dict) else None) or obj.get("reportingInstance") or None
@@ -235,7 +243,7 @@ def _normalize(obj: dict, source: str) -> _Event | str:
     time = obj.get("eventTime") or obj.get("firstTimestamp") or obj.get("deprecatedFirstTimestamp") \
         or (obj.get("metadata") or {}).get("creationTimestamp")
     message = obj.get("message", obj.get("note"))
-    return _Event(str(reason), message if isinstance(message, str) else None, pod,
+    return _Event(obj["reason"], message if isinstance(message, str) else None, pod,
                   involved.get("uid") or pod, involved.get("fieldPath") or "", node, time, source)
 
 
@@ -267,23 +275,25 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
     started: dict[tuple[str, str], list[str]] = {}
     scheduled: dict[str, str] = {}
     for path in paths:
-        for source, obj in iter_event_objects(path, skipped, label_root):
+        label = str(path.relative_to(label_root) if label_root else path)
+        for where, obj in iter_event_objects(path, skipped, label_root):
             items += 1
             if not isinstance(obj, dict):
                 skipped["not-an-object"] += 1
                 continue
-            ev = _normalize(obj, source)
-            if isinstance(ev, str):
-                skipped[ev] += 1
+            problem = _not_an_event(obj)
+            if problem:
+                skipped[problem] += 1
                 continue
             key = _dedup_key(obj)
             if key in seen:
                 skipped["duplicate"] += 1
                 continue
             seen.add(key)
-            if ev.reason not in _USED_REASONS:
+            if obj["reason"] not in _USED_REASONS:  # most events: counted without building anything
                 skipped["not-a-pull-event"] += 1
                 continue
+            ev = _normalize(obj, f"{label}:{where}" if isinstance(where, int) else where)
             if ev.reason == "Pulled":
                 if ev.message is None:
                     skipped["missing-message"] += 1
@@ -347,15 +357,18 @@ def _typed(df: pd.DataFrame) -> pd.DataFrame:
     """One dtype per column whatever the input, so frames from any backend concatenate cleanly."""
     df = df.copy()
     for col in ("layers", "size_bytes", "image_size_reported", "cluster_nodes"):
-        df[col] = pd.to_numeric(df[col]).astype("Int64")
+        df[col] = pd.array(df[col].tolist(), dtype="Int64") if len(df) else df[col].astype("Int64")
     for col in ("pull_s", "pull_wait_s"):
-        df[col] = pd.to_numeric(df[col]).astype("float64")
+        df[col] = df[col].astype("float64")
     for col in ("cache_hit", "study_image"):
         df[col] = df[col].astype("bool")
     for col in TIME_COLUMNS:
         df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
-    for col in set(RECORD_COLUMNS) - set(TIME_COLUMNS) - {"layers", "size_bytes", "image_size_reported",
-                                                            "cluster_nodes", "pull_s", "pull_wait_s",
-                                                            "cache_hit", "study_image"}:
+    for col in _STRING_COLUMNS:
         df[col] = df[col].astype("string")
     return df[RECORD_COLUMNS]
+
+
+_STRING_COLUMNS = [c for c in RECORD_COLUMNS if c not in set(TIME_COLUMNS) | {
+    "layers", "size_bytes", "image_size_reported", "cluster_nodes", "pull_s", "pull_wait_s", "cache_hit",
+    "study_image"}]
