@@ -128,21 +128,27 @@ def verdict_layers_no_effect(diff: pd.DataFrame, *, bound_s: float = 10.0) -> Ve
                 f"(largest {worst['difference_s']:+.1f} s [{worst['ci_low']:.1f}, {worst['ci_high']:.1f}] at "
                 f"{worst['size_bytes'] / GB:.2f} GB); CI excludes 0 at {len(detectable)} of {len(diff)} sizes, "
                 f"inside +-{bound_s:.0f} s at {len(within)}")
+    matters = len(detectable) * 2 > len(diff)
+    parts = []
+    if matters:
+        parts.append(f"layers do matter: {many} layers add {typical:.1f} s (median over sizes), detectable at "
+                     f"{len(detectable)} of {len(diff)} sizes and {small['ratio'].median():.1f}x the pull time of "
+                     f"the smaller half of the images")
+    if len(beyond):
+        parts.append(f"at {len(beyond)} sizes the whole CI lies beyond the claimed {bound_s:.0f} s")
+    elif len(within) < len(diff):
+        parts.append(f"the claimed bound of {bound_s:.0f} s holds at {len(within)} sizes; at "
+                     f"{len(diff) - len(within)} the CI is too wide to tell")
+    else:
+        parts.append(f"every size's CI lies inside the claimed +-{bound_s:.0f} s")
     if len(beyond):
         verdict = "not supported"
-        why = f"at {len(beyond)} sizes the whole CI of the difference lies beyond the claimed {bound_s:.0f} s"
-    elif len(within) < len(diff):
+    elif matters or len(within) < len(diff):
         verdict = "partly supported"
-        why = (f"no size is clearly beyond {bound_s:.0f} s, but at {len(diff) - len(within)} sizes the CI is too "
-               f"wide to show the difference stays within it")
-    elif len(detectable) * 2 > len(diff):
-        verdict = "partly supported"
-        why = (f"within the claimed '{bound_s:.0f} s slower' at every size, but layers do matter: {many} layers "
-               f"cost {typical:.1f} s (median over sizes), {small['ratio'].median():.1f}x the pull time of the "
-               f"smaller half of the images")
     else:
         verdict = "supported"
-        why = f"every size's CI lies inside +-{bound_s:.0f} s and most cannot be told from zero"
+        parts.insert(0, "no difference detectable at most sizes")
+    why = "; ".join(parts)
     return Verdict("layers-no-effect", verdict, why, measured=measured, value=typical,
                    ci_low=float(diff["ci_low"].median()), ci_high=float(diff["ci_high"].median()), unit="s",
                    n=int(diff["n_few"].sum() + diff["n_many"].sum()))

@@ -63,10 +63,24 @@ def load_run(run: str | catalog.Run, cluster_nodes: Iterable[int] | None = None,
     return out
 
 
+def load_summary(results: dict[str, ParseResult]) -> "pd.DataFrame":
+    """One row per run: files read and unavailable, items read, records, and skips by reason."""
+    import pandas as pd
+
+    rows = []
+    for run_id, r in results.items():
+        row = {"run": run_id, "files_read": len(r.files), "files_unavailable": len(r.unavailable),
+               "items_read": r.items, "records": len(r.records),
+               "study_pulls": int((r.records["study_image"] & ~r.records["cache_hit"]).sum())}
+        row.update({f"skipped: {k}": v for k, v in sorted(r.skipped.items())})
+        rows.append(row)
+    return pd.DataFrame(rows).fillna(0)
+
+
 def load_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = None, **kwargs) -> ParseResult:
     runs = kwargs.pop("runs", None) or catalog.load()
     nodes = list(cluster_nodes) if cluster_nodes is not None else None
     return ParseResult.combine(load_run(r, nodes, runs=runs, **kwargs) for r in run_ids)
 
 
-__all__ = ["condition_label", "load_run", "load_runs", "study_images", "split_image"]
+__all__ = ["condition_label", "load_run", "load_runs", "load_summary", "study_images", "split_image"]

@@ -1,0 +1,104 @@
+"""One house style for every Altair chart, and one way to save a result chart.
+
+Every figure of every notebook looks the same and is saved the same way (PNG for papers, SVG for
+editing, self-contained interactive HTML for exploring), so results are comparable across studies.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import altair as alt
+
+THEME = "pullstudy"
+WIDTH = 560
+HEIGHT = 320
+FONT = "'Helvetica Neue', Helvetica, Arial, 'DejaVu Sans', sans-serif"
+
+#: The cluster sizes of the upstream studies (nodes); a sequential scheme, so bigger reads darker.
+CLUSTER_SIZES: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
+#: ColorBrewer YlGnBu (sequential), without its two near-white classes so 4 nodes shows on white.
+CLUSTER_SIZE_COLORS: tuple[str, ...] = (
+    "#c7e9b4", "#7fcdbb", "#41b6c4", "#1d91c0", "#225ea8", "#253494", "#081d58",
+)
+CLUSTER_SIZE_SCALE = alt.Scale(
+    type="ordinal", domain=list(CLUSTER_SIZES), range=list(CLUSTER_SIZE_COLORS)
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def _theme() -> alt.theme.ThemeConfig:
+    return {
+        "config": {
+            "font": FONT,
+            "view": {"continuousWidth": WIDTH, "continuousHeight": HEIGHT, "stroke": None},
+            "title": {"anchor": "start", "fontSize": 16, "subtitleFontSize": 13, "offset": 10},
+            "axis": {"labelFontSize": 12, "titleFontSize": 13, "titleFontWeight": "normal",
+                     "grid": True, "gridOpacity": 0.5},
+            "legend": {"labelFontSize": 12, "titleFontSize": 13, "titleFontWeight": "normal"},
+            "header": {"labelFontSize": 13, "titleFontSize": 13},
+            "text": {"fontSize": 12},
+        }
+    }
+
+
+def apply_theme() -> str:
+    """Register and enable the house theme (idempotent); also lift the 5000-row limit."""
+    alt.theme.register(THEME, enable=True)(_theme)
+    alt.data_transformers.disable_max_rows()
+    return THEME
+
+
+def cluster_color(field: str = "cluster_nodes", title: str = "Cluster size (nodes)") -> alt.Color:
+    """Colour by cluster size with the shared scale, so 64 nodes is the same blue in every chart."""
+    return alt.Color(f"{field}:O", scale=CLUSTER_SIZE_SCALE, title=title)
+
+
+def _has_text(title: Any) -> bool:
+    if hasattr(title, "to_dict"):  # alt.Title / TitleParams
+        title = title.to_dict()
+    if isinstance(title, str):
+        return bool(title.strip())
+    if isinstance(title, (list, tuple)):
+        return any(_has_text(t) for t in title)
+    if isinstance(title, dict):
+        return _has_text(title.get("text"))
+    return False  # Undefined, None
+
+
+def has_title(chart: alt.TopLevelMixin) -> bool:
+    """Whether a chart shows a title: its own, or (for a layer chart) one of its layers'."""
+    if _has_text(getattr(chart, "title", None)):
+        return True
+    layers = getattr(chart, "layer", None)
+    return isinstance(layers, list) and any(has_title(layer) for layer in layers)
+
+
+def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> dict[str, Path]:
+    """Write ``<name>.png`` (2x), ``<name>.svg`` and self-contained ``<name>.html``.
+
+    The HTML inlines Vega, so it opens offline and in an archive years later. A chart without a
+    title is refused: a result figure must say what it shows.
+    """
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"chart name {name!r} must be a plain file name (letters, digits, '.', '_', '-'), "
+            "without extension or folder"
+        )
+    if not isinstance(chart, alt.TopLevelMixin):
+        raise TypeError(f"chart {name!r}: expected an Altair chart, got {type(chart).__name__}")
+    if not has_title(chart):
+        raise ValueError(
+            f"chart {name!r} has no title; every result chart needs one: "
+            "alt.Chart(data, title='...') or chart.properties(title='...')"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = {fmt: directory / f"{name}.{fmt}" for fmt in ("png", "svg", "html")}
+    chart.save(paths["png"], format="png", scale_factor=2)
+    chart.save(paths["svg"], format="svg")
+    chart.save(paths["html"], format="html", inline=True)
+    return paths

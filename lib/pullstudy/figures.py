@@ -1,0 +1,111 @@
+"""Charts of pull records, in the house style, shared by the pull-time notebooks.
+
+Each function takes a tidy table (records or a summary of them) and returns an Altair chart with a
+title, axis titles with units, and tooltips; saving is ``StudyOutput.chart``'s job.
+"""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from .charts import cluster_color
+from .sizelayers import GB, TIME_LABELS
+
+
+LOG_SIZE = alt.Scale(type="log", nice=False, padding=12)
+LOG_TIME = alt.Scale(type="log", nice=False, padding=8)
+
+
+def _size_label(size_bytes: pd.Series) -> pd.Series:
+    gb = size_bytes.astype(float) / GB
+    return gb.map(lambda v: f"{v:.2f} GB" if v < 10 else f"{v:.1f} GB")
+
+
+def _size_order(df: pd.DataFrame) -> list[str]:
+    sizes = df[["size_bytes"]].drop_duplicates().sort_values("size_bytes")
+    return _size_label(sizes["size_bytes"]).tolist()
+
+
+def pull_time_by_size(df: pd.DataFrame, time: str = "pull_wait_s", *, log: bool = False,
+                      title: str = "Pull time by image size") -> alt.Chart:
+    """Box plots of every pull at each image size, side by side per cluster size."""
+    data = df.assign(size_label=_size_label(df["size_bytes"]),
+                     cluster_nodes=df["cluster_nodes"].astype(int), layers=df["layers"].astype(int))
+    data = data[["size_label", "size_gb", "cluster_nodes", time, "node", "layers"]]
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=True)
+    subtitle = f"{len(data)} pulls; boxes span the quartiles, whiskers 1.5 IQR"
+    return alt.Chart(data, title=alt.Title(title + (" (log scale)" if log else ""), subtitle=subtitle)).mark_boxplot(
+        size=12, extent=1.5, outliers={"size": 8}, median={"color": "black"}
+    ).encode(
+        x=alt.X("size_label:N", sort=_size_order(df), title="Image size (uncompressed, GB)",
+                axis=alt.Axis(labelAngle=-40)),
+        xOffset=alt.XOffset("cluster_nodes:O"),
+        y=alt.Y(f"{time}:Q", scale=scale, title=TIME_LABELS[time].capitalize()),
+        color=cluster_color(),
+        tooltip=["size_label:N", "cluster_nodes:O", alt.Tooltip(f"{time}:Q", format=".1f"), "node:N"],
+    )
+
+
+def medians_by_layers(summary: pd.DataFrame, time: str = "pull_wait_s", *,
+                      title: str = "Median pull time: few vs many layers") -> alt.LayerChart:
+    """Medians with 95% CIs against size (log-log), one line per layer count."""
+    data = summary.assign(size_gb=summary["size_bytes"].astype(float) / GB,
+                          layers=summary["layers"].astype(int).astype(str) + " layers")
+    med, lo, hi = f"{time}_median", f"{time}_ci_low", f"{time}_ci_high"
+    base = alt.Chart(data, title=alt.Title(title, subtitle="points: medians; bars: bootstrap 95% CI")).encode(
+        x=alt.X("size_gb:Q", scale=LOG_SIZE, title="Image size (uncompressed, GB, log scale)"),
+        color=alt.Color("layers:N", title="Layers", scale=alt.Scale(scheme="set1")),
+    )
+    y_title = f"Median {TIME_LABELS[time]} (log scale)"
+    points = base.mark_line(point=True).encode(
+        y=alt.Y(f"{med}:Q", scale=LOG_TIME, title=y_title),
+        tooltip=["layers:N", alt.Tooltip("size_gb:Q", format=".3f", title="size (GB)"), "n:Q",
+                 alt.Tooltip(f"{med}:Q", format=".2f", title="median (s)"),
+                 alt.Tooltip(f"{lo}:Q", format=".2f", title="CI low (s)"),
+                 alt.Tooltip(f"{hi}:Q", format=".2f", title="CI high (s)")],
+    )
+    bars = base.mark_errorbar(ticks=True).encode(y=alt.Y(f"{lo}:Q", scale=LOG_TIME, title=y_title),
+                                                 y2=alt.Y2(f"{hi}:Q"))
+    return alt.layer(bars, points)
+
+
+def layer_difference(diff: pd.DataFrame, *, bound_s: float | None = None,
+                     title: str = "Extra pull time of many layers, by image size") -> alt.LayerChart:
+    """The median difference (many − few layers) with its CI at each size, and the claimed bound."""
+    few, many = int(diff["layers_few"].iloc[0]), int(diff["layers_many"].iloc[0])
+    data = diff.assign(size_gb=diff["size_bytes"].astype(float) / GB)
+    base = alt.Chart(data, title=alt.Title(title, subtitle=f"median({many} layers) − median({few} layers), "
+                                                           "bootstrap 95% CI"))
+    x = alt.X("size_gb:Q", scale=LOG_SIZE, title="Image size (uncompressed, GB, log scale)")
+    bars = base.mark_errorbar(ticks=True).encode(x=x, y=alt.Y("ci_low:Q", title="Difference in pull time (s)"),
+                                                 y2="ci_high:Q")
+    points = base.mark_point(filled=True, size=50).encode(
+        x=x, y="difference_s:Q",
+        tooltip=[alt.Tooltip("size_gb:Q", format=".3f", title="size (GB)"),
+                 alt.Tooltip("difference_s:Q", format=".2f", title="difference (s)"),
+                 alt.Tooltip("ci_low:Q", format=".2f"), alt.Tooltip("ci_high:Q", format=".2f"),
+                 alt.Tooltip("ratio:Q", format=".2f", title="ratio many/few"), "n_few:Q", "n_many:Q"])
+    rules = [0.0] + ([bound_s] if bound_s is not None else [])
+    ref = alt.Chart(pd.DataFrame({"y": rules, "what": ["no difference"] + (["claimed bound"] if bound_s else [])})) \
+        .mark_rule(strokeDash=[4, 4], color="gray").encode(y="y:Q", tooltip=["what:N", "y:Q"])
+    return alt.layer(ref, bars, points)
+
+
+def both_figures(df: pd.DataFrame, *, title: str = "The kubelet's two pull times, pull by pull") -> alt.LayerChart:
+    """Each pull's time without (x) and with (y) the wait in the node's pull queue; on the line: no wait."""
+    data = df.assign(layers=df["layers"].astype(int).astype(str) + " layers",
+                     size_label=_size_label(df["size_bytes"]))[["pull_s", "pull_wait_s", "layers", "size_label", "node"]]
+    waited = int((data["pull_wait_s"] > data["pull_s"] + 0.5).sum())
+    subtitle = f"{len(data)} pulls; {waited} waited more than 0.5 s for another pull on the same node"
+    lo, hi = float(data[["pull_s", "pull_wait_s"]].min().min()), float(data[["pull_s", "pull_wait_s"]].max().max())
+    diagonal = alt.Chart(pd.DataFrame({"x": [lo, hi]})).mark_line(strokeDash=[4, 4], color="gray").encode(
+        x="x:Q", y="x:Q")
+    points = alt.Chart(data).mark_point(opacity=0.6, size=20).encode(
+        x=alt.X("pull_s:Q", scale=LOG_TIME, title="Pull time (s, log scale)"),
+        y=alt.Y("pull_wait_s:Q", scale=LOG_TIME, title="Pull time including waiting (s, log scale)"),
+        color=alt.Color("layers:N", title="Layers", scale=alt.Scale(scheme="set1")),
+        tooltip=["size_label:N", "layers:N", "node:N", alt.Tooltip("pull_s:Q", format=".2f"),
+                 alt.Tooltip("pull_wait_s:Q", format=".2f")],
+    )
+    return alt.layer(diagonal, points, title=alt.Title(title, subtitle=subtitle))

@@ -1,0 +1,513 @@
+"""The engine of ``make reproduce``: run every study notebook, then build one results page.
+
+    python -m pullstudy.reproduce [--results DIR] [--only NAME ...] [-p key=value ...]
+
+Each ``notebooks/<stem>.ipynb`` is executed by papermill into ``<results>/<stem>/<stem>.ipynb``
+with ``output_dir=<results>/<stem>``. It stops at the first failing notebook (later studies would
+only repeat or hide the error) and says which notebook, which cell and what error. The results page
+(``index.html``) and ``claims.csv`` are written in every case, for what did run, and list every
+claim, so an unchecked claim is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import html
+import json
+import math
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+from urllib.parse import quote
+
+import nbformat
+import pandas as pd
+from tqdm import tqdm
+
+from pullstudy import paths
+from pullstudy.claims import VERDICTS, verdict_table, verdicts_from_dicts
+from pullstudy.results import METRICS_FILE, load_metrics
+
+KERNEL = "python3"
+INDEX = "index.html"
+CLAIMS_CSV = "claims.csv"
+ERROR_FILE = "reproduce-error.txt"
+
+
+@dataclass
+class NotebookRun:
+    """How one notebook run went; ``error`` names the notebook, the cell and the error."""
+
+    stem: str
+    input_path: Path
+    output_path: Path
+    ok: bool
+    seconds: float
+    error: str = ""
+
+
+# ---------------------------------------------------------------- selecting and parameters
+
+
+def select_notebooks(notebooks_dir: str | Path, only: Iterable[str] | None = None) -> list[Path]:
+    """The notebooks to run, sorted by name; an unknown ``--only`` name is an error, not a no-op."""
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise ValueError(f"notebooks folder {notebooks_dir} does not exist")
+    found = sorted(p for p in notebooks_dir.glob("*.ipynb") if not p.name.startswith("."))
+    if only is None:
+        return found
+    if isinstance(only, str):
+        only = [only]
+    wanted = [name.removesuffix(".ipynb") for name in only]
+    stems = {p.stem: p for p in found}
+    unknown = [name for name in wanted if name not in stems]
+    if unknown:
+        raise ValueError(
+            f"--only: no notebook named {', '.join(unknown)} in {notebooks_dir}; "
+            f"available: {', '.join(stems) or '(none)'}"
+        )
+    return [p for p in found if p.stem in wanted]
+
+
+def parse_parameters(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` pairs; a value that parses as JSON is used as such (2, 0.5, true, [..])."""
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"parameter {pair!r} must look like name=value (name a Python identifier)")
+        if key == "output_dir":
+            raise ValueError("output_dir is set by reproduce (<results>/<notebook>); use --results")
+        try:
+            parameters[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parameters[key] = raw
+    return parameters
+
+
+# ---------------------------------------------------------------- failures
+
+
+def _first_line(source: str) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= 100 else line[:97] + "..."
+    return "(empty cell)"
+
+
+def _has_error(cell: Any) -> bool:
+    if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+        return True
+    return cell.get("metadata", {}).get("papermill", {}).get("exception") is True
+
+
+def failing_cell(input_path: Path, output_path: Path) -> tuple[int | None, str] | None:
+    """The failing cell as (1-based position in the *source* notebook, first line of source).
+
+    Found in the executed notebook (the cell with an error output, as papermill marks it), then
+    mapped back to the source notebook by cell id, so papermill's injected and error-banner cells
+    do not shift the number the reader looks for. None if the executed notebook shows no error.
+    """
+    try:
+        executed = nbformat.read(output_path, as_version=4)
+    except (OSError, ValueError):
+        return None
+    bad = next((c for c in executed.cells if c.cell_type == "code" and _has_error(c)), None)
+    if bad is None:
+        return None
+    position: int | None = None
+    try:
+        source_nb = nbformat.read(input_path, as_version=4)
+        for i, cell in enumerate(source_nb.cells, start=1):
+            if bad.get("id") and cell.get("id") == bad.get("id"):
+                position = i
+                break
+        if position is None:
+            position = next(
+                (i for i, c in enumerate(source_nb.cells, start=1) if c.source == bad.source), None
+            )
+    except (OSError, ValueError):
+        pass
+    return position, _first_line(bad.source)
+
+
+def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseException) -> str:
+    """One message that names the notebook, the failing cell and the error."""
+    ename = getattr(exc, "ename", None)
+    if ename is None:  # not a cell error: kernel missing or died, unreadable notebook, ...
+        hint = ""
+        if type(exc).__name__ == "NoSuchKernel":
+            hint = (f"\n  no '{KERNEL}' Jupyter kernel: install one into this environment with "
+                    f"`{sys.executable} -m ipykernel install --sys-prefix`")
+        return f"notebook {stem} ({input_path}) could not run: {type(exc).__name__}: {exc}{hint}"
+    cell = failing_cell(input_path, output_path)
+    if cell is None:
+        source = getattr(exc, "source", "") or ""
+        where = f"a cell (`{_first_line(source)}`)"
+    else:
+        position, first_line = cell
+        if position is not None:
+            where = f"cell {position} (`{first_line}`)"
+        else:  # not found in the source notebook: papermill's index in the executed copy
+            where = f"cell {getattr(exc, 'cell_index', -1) + 1} of the executed notebook (`{first_line}`)"
+    evalue = getattr(exc, "evalue", "")
+    return (
+        f"notebook {stem} ({input_path}) failed in {where}: {ename}: {evalue}\n"
+        f"  the executed notebook with the traceback: {output_path}"
+    )
+
+
+# ---------------------------------------------------------------- running
+
+
+def _engine_options() -> dict[str, Any]:
+    """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
+    "running over TCP without encryption" warning out of the logs."""
+    import zmq
+    from traitlets.config import Config
+
+    if not zmq.has("curve"):
+        return {}
+    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+
+
+def run_notebooks(
+    notebooks_dir: str | Path | None = None,
+    results_root: str | Path | None = None,
+    only: Iterable[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    *,
+    kernel_name: str = KERNEL,
+    progress: bool = True,
+) -> list[NotebookRun]:
+    """Execute the selected notebooks in order; stop at the first failure (it is the last run).
+
+    Each notebook's results folder is emptied first, so nothing from an earlier run can pass for
+    a result of this one.
+    """
+    import papermill as pm  # slow to import; only needed here
+
+    notebooks_dir = Path(notebooks_dir or paths.notebooks_dir()).resolve()
+    results_root = Path(results_root or paths.results_dir()).resolve()
+    notebooks = select_notebooks(notebooks_dir, only)
+    parameters = dict(parameters or {})
+    if "output_dir" in parameters:
+        raise ValueError("output_dir is set by reproduce (<results>/<notebook>)")
+    results_root.mkdir(parents=True, exist_ok=True)
+
+    runs: list[NotebookRun] = []
+    bar = tqdm(total=len(notebooks), unit="notebook", disable=None if progress else True,
+               file=sys.stderr, dynamic_ncols=True)
+    say = tqdm.write if progress else (lambda *a, **k: None)
+    try:
+        for i, notebook in enumerate(notebooks, start=1):
+            out_dir = results_root / notebook.stem
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            output_path = out_dir / f"{notebook.stem}.ipynb"
+            bar.set_description(notebook.stem)
+            say(f"[{i}/{len(notebooks)}] {notebook.stem} ...")
+            start = time.monotonic()
+            try:
+                pm.execute_notebook(
+                    str(notebook), str(output_path),
+                    parameters={"output_dir": str(out_dir), **parameters},
+                    kernel_name=kernel_name, language="python", cwd=str(notebooks_dir),
+                    progress_bar=False, log_output=False, **_engine_options(),
+                )
+            except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
+                seconds = time.monotonic() - start
+                message = describe_failure(notebook.stem, notebook, output_path, exc)
+                (out_dir / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
+                runs.append(NotebookRun(notebook.stem, notebook, output_path, False, seconds, message))
+                say(f"[{i}/{len(notebooks)}] {notebook.stem} FAILED after {seconds:.1f} s")
+                bar.update()
+                break
+            seconds = time.monotonic() - start
+            runs.append(NotebookRun(notebook.stem, notebook, output_path, True, seconds))
+            say(f"[{i}/{len(notebooks)}] {notebook.stem} OK in {seconds:.1f} s")
+            bar.update()
+    finally:
+        bar.close()
+    return runs
+
+
+# ---------------------------------------------------------------- the results page
+
+
+def _fmt(x: Any) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return ""
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def _e(text: Any) -> str:
+    return html.escape("" if text is None else str(text), quote=True)
+
+
+def _href(*parts: str) -> str:
+    return _e("/".join(quote(p) for p in parts))
+
+
+_VERDICT_CLASS = {
+    "supported": "v-ok", "partly supported": "v-partly",
+    "not supported": "v-no", "not testable here": "v-na",
+}
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1200px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em} h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.muted{color:#666;font-size:.9em}
+table{border-collapse:collapse;width:100%;font-size:.9em;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
+th{background:#f4f4f4} td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.v-ok{background:#d4edda} .v-partly{background:#fff3cd} .v-no{background:#f8d7da} .v-na{background:#e9ecef}
+.status-ok{color:#1b7a2f;font-weight:bold} .status-failed{color:#b00020;font-weight:bold}
+pre.error{background:#fdecee;border-left:4px solid #b00020;padding:.6em;white-space:pre-wrap}
+.charts{display:flex;flex-wrap:wrap;gap:1em}
+figure{margin:0;width:360px} figure img{width:100%;border:1px solid #ddd}
+figcaption{font-size:.85em}
+"""
+
+
+def _notebook_dirs(results_root: Path) -> list[Path]:
+    return sorted(
+        d for d in results_root.iterdir()
+        if d.is_dir() and any((d / f).exists() for f in (f"{d.name}.ipynb", METRICS_FILE, ERROR_FILE))
+    )
+
+
+def _executed_status(directory: Path) -> dict[str, Any]:
+    """Status and duration of an executed notebook, from the metadata papermill writes into it."""
+    path = directory / f"{directory.name}.ipynb"
+    if not path.exists():
+        return {"status": "not run by reproduce", "seconds": None, "path": None}
+    try:
+        meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+    except (OSError, ValueError) as exc:
+        return {"status": f"unreadable executed notebook ({exc})", "seconds": None, "path": path}
+    if meta.get("exception"):
+        status = "FAILED"
+    elif meta.get("end_time"):
+        status = "OK"
+    else:
+        status = "incomplete (interrupted?)"
+    return {"status": status, "seconds": meta.get("duration"), "path": path}
+
+
+def _claims_html(table: pd.DataFrame) -> str:
+    head = ("<tr><th>claim</th><th>study</th><th>the source says</th><th>figure given</th>"
+            "<th>verdict</th><th>measured</th><th>value</th><th>95% CI</th><th>n</th>"
+            "<th>reason</th><th>notebook</th></tr>")
+    rows = []
+    for r in table.itertuples(index=False):
+        ci = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if _fmt(r.ci_low) or _fmt(r.ci_high) else ""
+        value = f"{_fmt(r.value)} {r.unit}".strip() if _fmt(r.value) else ""
+        notebook = f'<a href="#{_e(r.notebook)}">{_e(r.notebook)}</a>' if r.notebook else ""
+        rows.append(
+            f"<tr><td><code>{_e(r.claim_id)}</code></td><td>{_e(r.study)}</td><td>{_e(r.claim)}</td>"
+            f"<td>{_e(r.figure)}</td><td class=\"{_VERDICT_CLASS[r.verdict]}\">{_e(r.verdict)}</td>"
+            f"<td>{_e(r.measured)}</td><td class=\"num\">{_e(value)}</td>"
+            f"<td class=\"num\">{_e(ci)}</td><td class=\"num\">{_e(_fmt(r.n))}</td>"
+            f"<td>{_e(r.reason)}</td><td>{notebook}</td></tr>"
+        )
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def _section_html(directory: Path, metrics: dict[str, Any] | None) -> str:
+    stem = directory.name
+    st = _executed_status(directory)
+    css = {"OK": "status-ok", "FAILED": "status-failed"}.get(st["status"], "muted")
+    took = f" in {st['seconds']:.1f} s" if isinstance(st["seconds"], (int, float)) else ""
+    parts = [f'<h2 id="{_e(stem)}">{_e(stem)} <span class="{css}">{_e(st["status"])}</span>'
+             f'<span class="muted">{_e(took)}</span></h2>']
+    if st["path"] is not None:
+        parts.append(f'<p>Executed notebook: <a href="{_href(stem, st["path"].name)}">'
+                     f'{_e(st["path"].name)}</a></p>')
+    error_file = directory / ERROR_FILE
+    if error_file.exists():
+        parts.append(f'<pre class="error">{_e(error_file.read_text(encoding="utf-8").strip())}</pre>')
+    elif st["status"] == "FAILED":
+        cell = failing_cell(st["path"], st["path"])
+        where = f"cell `{cell[1]}`" if cell else "a cell"
+        parts.append(f'<pre class="error">This notebook failed in {_e(where)}; '
+                     f"the executed notebook shows the traceback.</pre>")
+    if metrics is None:
+        parts.append('<p class="muted">No metrics.json: the notebook did not finish or did not '
+                      "call StudyOutput.write().</p>")
+        chart_names = sorted(p.stem for p in directory.glob("*.png"))
+        table_names = sorted(p.stem for p in directory.glob("*.csv"))
+    else:
+        parts.append(f'<p class="muted">Written {_e(metrics.get("generated_at", "?"))}</p>')
+        chart_names = list(metrics["charts"])
+        table_names = list(metrics["tables"])
+        if metrics["excluded"]:
+            rows = "".join(f"<tr><td>{_e(k)}</td><td class=\"num\">{_e(v)}</td></tr>"
+                           for k, v in metrics["excluded"].items())
+            parts.append("<h3>Excluded from the analysis</h3>"
+                         f"<table><tr><th>reason</th><th>count</th></tr>{rows}</table>")
+        if metrics["metrics"]:
+            rows = []
+            for k, v in metrics["metrics"].items():
+                text = v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+                if len(text) > 200:
+                    text = text[:197] + "..."
+                rows.append(f"<tr><td>{_e(k)}</td><td><code>{_e(text)}</code></td></tr>")
+            parts.append("<h3>Metrics</h3><table><tr><th>name</th><th>value</th></tr>"
+                         f"{''.join(rows)}</table>")
+    if chart_names:
+        figures = []
+        for name in chart_names:
+            links = " · ".join(
+                f'<a href="{_href(stem, f"{name}.{ext}")}">{label}</a>'
+                for ext, label in (("html", "interactive"), ("png", "PNG"), ("svg", "SVG"))
+                if (directory / f"{name}.{ext}").exists()
+            )
+            figures.append(
+                f'<figure><a href="{_href(stem, f"{name}.html")}"><img src="{_href(stem, f"{name}.png")}" '
+                f'alt="{_e(name)}" loading="lazy"></a><figcaption><b>{_e(name)}</b> — {links}'
+                "</figcaption></figure>"
+            )
+        parts.append(f'<h3>Charts</h3><div class="charts">{"".join(figures)}</div>')
+    if table_names:
+        items = "".join(f'<li><a href="{_href(stem, f"{n}.csv")}">{_e(n)}.csv</a></li>'
+                        for n in table_names)
+        parts.append(f"<h3>Tables</h3><ul>{items}</ul>")
+    return "\n".join(parts)
+
+
+def collect_verdict_table(results_root: str | Path) -> pd.DataFrame:
+    """The verdict table of every claim from every ``metrics.json`` under results_root."""
+    verdicts = []
+    for m in load_metrics(results_root):
+        try:
+            verdicts.extend(verdicts_from_dicts(m["verdicts"]))
+        except ValueError as exc:
+            raise ValueError(f"{m['path']}: {exc}") from exc
+    return verdict_table(verdicts)
+
+
+def write_index(results_root: str | Path) -> Path:
+    """Write ``index.html`` (self-contained, no JavaScript) and ``claims.csv``; return the page."""
+    results_root = Path(results_root)
+    results_root.mkdir(parents=True, exist_ok=True)
+    metrics_by_dir = {Path(m["path"]).parent.name: m for m in load_metrics(results_root)}
+    table = collect_verdict_table(results_root)
+    table.to_csv(results_root / CLAIMS_CSV, index=False)
+
+    counts = Counter(table["verdict"])
+    summary = ", ".join(f'<span class="{_VERDICT_CLASS[v]}">&nbsp;{_e(v)}: {counts.get(v, 0)}&nbsp;</span>'
+                        for v in VERDICTS)
+    dirs = _notebook_dirs(results_root)
+    sections = [_section_html(d, metrics_by_dir.get(d.name)) for d in dirs]
+    overview = []
+    for d in dirs:
+        st = _executed_status(d)
+        took = f"{st['seconds']:.1f} s" if isinstance(st["seconds"], (int, float)) else ""
+        n_verdicts = len(metrics_by_dir[d.name]["verdicts"]) if d.name in metrics_by_dir else 0
+        css = {"OK": "status-ok", "FAILED": "status-failed"}.get(st["status"], "muted")
+        overview.append(f'<tr><td><a href="#{_e(d.name)}">{_e(d.name)}</a></td>'
+                        f'<td class="{css}">{_e(st["status"])}</td><td class="num">{_e(took)}</td>'
+                        f'<td class="num">{n_verdicts}</td></tr>')
+    overview_html = ("<h2 id=\"notebooks\">Notebooks</h2><table><tr><th>notebook</th><th>status</th>"
+                     f"<th>time</th><th>verdicts</th></tr>{''.join(overview)}</table>") if overview else ""
+    generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>pullstudy results</title><style>{_CSS}</style></head>
+<body>
+<h1>pullstudy results</h1>
+<p class="muted">Generated {_e(generated)} by <code>python -m pullstudy.reproduce</code>.
+Claims table: <a href="{CLAIMS_CSV}">{CLAIMS_CSV}</a></p>
+<h2 id="claims">The published claims</h2>
+<p>{summary}</p>
+{_claims_html(table)}
+{overview_html}
+{chr(10).join(sections) if sections else '<p class="muted">No notebook results yet.</p>'}
+</body></html>
+"""
+    index = results_root / INDEX
+    index.write_text(page, encoding="utf-8")
+    return index
+
+
+# ---------------------------------------------------------------- command line
+
+
+def summary(runs: Sequence[NotebookRun], selected: Sequence[Path], table: pd.DataFrame,
+            index: Path) -> str:
+    """The one-screen report printed at the end of ``make reproduce``."""
+    width = max([len(p.stem) for p in selected] + [8])
+    lines = [f"pullstudy reproduce: {len(runs)} of {len(selected)} notebook(s) run"]
+    done = {r.stem: r for r in runs}
+    for p in selected:
+        r = done.get(p.stem)
+        if r is None:
+            lines.append(f"  {'not run':7} {p.stem:{width}}  (stopped at the first failure)")
+        else:
+            lines.append(f"  {'OK' if r.ok else 'FAILED':7} {p.stem:{width}}  {r.seconds:7.1f} s")
+    counts = Counter(table["verdict"])
+    lines.append("verdicts (all claims): " + ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS))
+    lines.append(f"results page: {index}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pullstudy.reproduce",
+        description="Run every study notebook with papermill and build the results page.",
+    )
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results folder (default: results/, or $PULLSTUDY_RESULTS_DIR)")
+    parser.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default: notebooks/)")
+    parser.add_argument("--only", nargs="+", action="extend", metavar="NAME",
+                        help="run only these notebooks (file stems, e.g. 01-pull-size-layers)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="notebook parameter; VALUE is JSON when it parses, else a string")
+    parser.add_argument("--kernel", default=KERNEL, help=f"Jupyter kernel name (default {KERNEL})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-notebook lines")
+    args = parser.parse_args(argv)
+
+    notebooks_dir = Path(args.notebooks or paths.notebooks_dir())
+    results_root = Path(args.results or paths.results_dir())
+    try:
+        parameters = parse_parameters(args.parameter)
+        selected = select_notebooks(notebooks_dir, args.only)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not selected:
+        print(f"error: no notebooks (*.ipynb) in {notebooks_dir}", file=sys.stderr)
+        return 2
+
+    runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
+                         kernel_name=args.kernel, progress=not args.no_progress)
+    try:
+        index = write_index(results_root)
+        table = collect_verdict_table(results_root)
+    except ValueError as exc:
+        print(f"error: cannot build the results page: {exc}", file=sys.stderr)
+        return 1
+    print(summary(runs, selected, table, index))
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        print(f"\nerror: {failed[0].error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
