@@ -40,7 +40,8 @@ def _run(mirror, *args):
     return data.main([*args, "--manifest", str(mirror / "manifest.json"), "--raw", str(mirror / "raw"), "--quiet"])
 
 
-def test_fetch_reports_missing_and_corrupt_and_writes_only_good_files(mirror, capsys):
+def test_fetch_reports_missing_and_corrupt_and_writes_only_good_files(mirror, capsys, monkeypatch):
+    monkeypatch.delenv("PULLSTUDY_OFFLINE", raising=False)  # try the (refused, loopback) download too
     code = _run(mirror, "fetch", "--mirror", str(mirror / "mirror"))
     out = capsys.readouterr().out
     assert code == 1, "a corrupted mirror file must fail make data"
