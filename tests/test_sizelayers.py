@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pullstudy import pulls as pulls_module
 from pullstudy import sizelayers
 
 SIZES = [50e6, 200e6, 1e9, 5e9, 19e9]
@@ -71,12 +72,12 @@ def test_layer_difference_needs_two_layer_counts():
 
 def test_analysable_pulls_counts_every_exclusion():
     df = pulls(lambda s, n: 5.0, per_size=4)
-    df = df.assign(study_image=True, cache_hit=False, image_size_reported=1000)
+    df = df.assign(study_image=True, cache_hit=False, image_size_reported=1000, image="r/x", tag="t")
     df.loc[0, "study_image"] = False
     df.loc[1, "cache_hit"] = True
     df.loc[2, "pull_wait_s"] = np.nan
     df.loc[3, "size_bytes"] = None
-    kept, excluded = sizelayers.analysable_pulls(df)
+    kept, excluded = pulls_module.analysable_pulls(df)
     assert len(kept) == len(df) - 4 and sum(excluded.values()) == 4 and len(excluded) == 4
 
 

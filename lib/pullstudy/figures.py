@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 
 from .charts import cluster_color
-from .sizelayers import GB, TIME_LABELS
+from .pulls import GB, TIME_LABELS
 
 
 LOG_SIZE = alt.Scale(type="log", nice=False, padding=12)

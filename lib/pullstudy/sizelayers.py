@@ -6,48 +6,14 @@ figures (claims.md) and are stated in each verdict's reason.
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from . import stats
 from .claims import Verdict
+from .pulls import GB
 
-GB = 1e9
-TIME_LABELS = {
-    "pull_wait_s": "pull time including waiting (s)",
-    "pull_s": "pull time (s)",
-}
-
-
-def analysable_pulls(records: pd.DataFrame, time: str = "pull_wait_s") -> tuple[pd.DataFrame, Counter]:
-    """The experiment's own image pulls with a timing figure, and a count of what was left out and why."""
-    excluded: Counter = Counter()
-    is_study = records["study_image"].astype(bool)
-    excluded["not one of the study's images (system pods)"] = int((~is_study).sum())
-    df = records[is_study]
-    excluded["cache hit (image already present on the node)"] = int(df["cache_hit"].sum())
-    df = df[~df["cache_hit"]]
-    no_time = df[time].isna()
-    excluded[f"no {time} figure in the kubelet message"] = int(no_time.sum())
-    df = df[~no_time]
-    no_size = df["size_bytes"].isna()
-    excluded["image tag does not encode layers and size"] = int(no_size.sum())
-    df = df[~no_size].copy()
-    df["size_gb"] = df["size_bytes"].astype(float) / GB
-    return df.reset_index(drop=True), Counter({k: v for k, v in excluded.items() if v})
-
-
-def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Medians with bootstrap 95% CIs of both kubelet figures, side by side."""
-    parts = []
-    for time in ("pull_wait_s", "pull_s"):
-        t = stats.median_table(df, by, time, n_boot=n_boot, seed=seed)
-        parts.append(t.rename(columns={c: f"{time}_{c}" for c in ("n", "median", "ci_low", "ci_high")}))
-    out = parts[0].merge(parts[1], on=by)
-    return out.rename(columns={"pull_wait_s_n": "n"}).drop(columns=["pull_s_n"])
 
 
 def layer_difference(df: pd.DataFrame, time: str = "pull_wait_s", *, by: tuple[str, ...] = ("size_bytes",),
@@ -153,14 +119,6 @@ def verdict_layers_no_effect(diff: pd.DataFrame, *, bound_s: float = 10.0) -> Ve
     return Verdict("layers-no-effect", verdict, why, measured=measured, value=float(worst["difference_s"]),
                    ci_low=float(worst["ci_low"]), ci_high=float(worst["ci_high"]), unit="s (largest difference)",
                    n=int(diff["n_few"].sum() + diff["n_many"].sum()))
-
-
-def transfer_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Built (uncompressed) size against the bytes the runtime reported pulling, per image."""
-    t = (df.groupby(["layers", "size_bytes"], as_index=False)
-           .agg(image_size_reported=("image_size_reported", "median"), pulls=("pull_wait_s", "size")))
-    t["compression_ratio"] = t["size_bytes"] / t["image_size_reported"]
-    return t
 
 
 def fit_models(df: pd.DataFrame, *, split_bytes: float | None = 1e9, time: str = "pull_wait_s",

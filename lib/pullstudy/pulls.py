@@ -1,0 +1,108 @@
+"""From pull records to the pulls an analysis uses: selection with counted exclusions, summaries.
+
+Shared by every pull-time notebook, so each says the same things the same way: what was read, what
+could not be read, what was left out and why, and medians with bootstrap CIs of both kubelet figures.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+import pandas as pd
+
+from . import stats
+from .backends import archive
+from .events import split_image
+
+GB = 1e9
+TIME_LABELS = {
+    "pull_wait_s": "pull time including waiting (s)",
+    "pull_s": "pull time (s)",
+}
+
+
+def image_key(records: pd.DataFrame) -> pd.Series:
+    """What makes two runs' images "the same image" whatever registry served them.
+
+    Synthetic images are named by their tag (``9-layers-size-…-bytes``) and live in differently
+    named repositories per registry; application images are known by repository name and tag.
+    """
+    def key(image: str, tag) -> str:
+        repo, _ = split_image(image)
+        base = repo.rsplit("/", 1)[-1]
+        return str(tag) if tag is not None and not pd.isna(tag) and "-layers-size-" in str(tag) else f"{base}:{tag}"
+    return pd.Series([key(i, t) for i, t in zip(records["image"], records["tag"])], index=records.index,
+                     dtype="string")
+
+
+def analysable_pulls(records: pd.DataFrame, time: str = "pull_wait_s", *,
+                     require_size: bool = True) -> tuple[pd.DataFrame, Counter]:
+    """The experiment's own image pulls with a timing figure, and a count of what was left out and why."""
+    excluded: Counter = Counter()
+    is_study = records["study_image"].astype(bool)
+    excluded["not one of the study's images (system pods)"] = int((~is_study).sum())
+    df = records[is_study]
+    excluded["cache hit (image already present on the node)"] = int(df["cache_hit"].sum())
+    df = df[~df["cache_hit"]]
+    no_time = df[time].isna()
+    excluded[f"no {time} figure in the kubelet message"] = int(no_time.sum())
+    df = df[~no_time]
+    if require_size:
+        no_size = df["size_bytes"].isna()
+        excluded["image tag does not encode layers and size"] = int(no_size.sum())
+        df = df[~no_size]
+    df = df.copy()
+    df["size_gb"] = df["size_bytes"].astype("Float64") / GB
+    df["image_key"] = image_key(df)
+    return df.reset_index(drop=True), Counter({k: v for k, v in excluded.items() if v})
+
+
+def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None, time: str, out=None, *,
+                      require_size: bool = True, progress: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
+    """Load archived runs, keep the analysable pulls, and account for everything else.
+
+    With ``out`` (a StudyOutput) the input summary table, the unavailable files and the exclusions
+    are recorded in the results. Returns the pulls per run and a Markdown report for the notebook.
+    A run with no usable pulls at the chosen cluster sizes is an error that says what to do.
+    """
+    nodes = list(cluster_nodes) if cluster_nodes is not None else None
+    loaded = {run_id: archive.load_run(run_id, nodes, progress=progress) for run_id in dict.fromkeys(run_ids)}
+    summary = archive.load_summary(loaded)
+    if out is not None:
+        out.table(summary, "input-summary")
+    pulls, lines = {}, []
+    for run_id, result in loaded.items():
+        pulls[run_id], excluded = analysable_pulls(result.records, time, require_size=require_size)
+        if out is not None:
+            out.metric(f"unavailable_files[{run_id}]", result.unavailable)
+            for reason, count in excluded.items():
+                out.excluded(f"{run_id}: {reason}", count)
+        line = (f"* **{run_id}**: {len(pulls[run_id])} pulls analysed from {len(result.files)} event file(s); "
+                "excluded: " + ("; ".join(f"{r} ({c})" for r, c in excluded.items()) or "nothing"))
+        if result.unavailable:
+            line += (f". **{len(result.unavailable)} event file(s) unavailable here**: "
+                     + ", ".join(f"`{p}`" for p in result.unavailable))
+        lines.append(line)
+        if pulls[run_id].empty:
+            raise RuntimeError(f"{run_id}: no analysable pulls at cluster sizes {nodes}; run `make data`, "
+                               "or choose cluster sizes whose files the catalog marks available")
+    return pulls, "\n".join(lines)
+
+
+def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Medians with bootstrap 95% CIs of both kubelet figures, side by side."""
+    parts = []
+    for time in ("pull_wait_s", "pull_s"):
+        t = stats.median_table(df, by, time, n_boot=n_boot, seed=seed)
+        parts.append(t.rename(columns={c: f"{time}_{c}" for c in ("n", "median", "ci_low", "ci_high")}))
+    out = parts[0].merge(parts[1], on=by)
+    return out.rename(columns={"pull_wait_s_n": "n"}).drop(columns=["pull_s_n"])
+
+
+def transfer_table(df: pd.DataFrame, by: tuple[str, ...] = ("layers", "size_bytes")) -> pd.DataFrame:
+    """Built (uncompressed) size against the bytes the runtime reported pulling, per image."""
+    t = (df.groupby(list(by), as_index=False)
+           .agg(image_size_reported=("image_size_reported", "median"), pulls=("pull_wait_s", "size")))
+    t["compression_ratio"] = t["size_bytes"] / t["image_size_reported"]
+    return t
