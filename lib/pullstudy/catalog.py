@@ -206,6 +206,21 @@ def select(runs: list[Run] | None = None, **conditions) -> list[Run]:
     return [r for r in runs if all(getattr(r, k) == v for k, v in conditions.items())]
 
 
+CONDITION_FIELDS = ("provider", "machine_type", "region", "registry", "ephemeral_storage", "image_streaming",
+                    "image_content", "node_counts", "description")
+
+
+def conditions(runs: Iterable[Run]):
+    """The runs' conditions side by side (a row per field), with whether they differ."""
+    import pandas as pd
+
+    runs = list(runs)
+    table = pd.DataFrame({r.id: [str(getattr(r, f)) for f in CONDITION_FIELDS] for r in runs},
+                         index=list(CONDITION_FIELDS))
+    table["differs"] = table.nunique(axis=1) > 1
+    return table
+
+
 def availability(runs: list[Run], manifest: Manifest | None = None, raw: str | Path | None = None):
     """A tidy table: per run, node count and file kind, how many files are listed and how many are here."""
     import pandas as pd

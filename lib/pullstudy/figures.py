@@ -109,3 +109,69 @@ def both_figures(df: pd.DataFrame, *, title: str = "The kubelet's two pull times
                  alt.Tooltip("pull_wait_s:Q", format=".2f")],
     )
     return alt.layer(diagonal, points, title=alt.Title(title, subtitle=subtitle))
+
+
+def _image_label(df: pd.DataFrame) -> pd.Series:
+    """Size label for synthetic images, the image name for real ones."""
+    sized = df["size_bytes"].notna()
+    labels = df["image_key"].astype(str).copy()
+    labels[sized] = _size_label(df.loc[sized, "size_bytes"])
+    return labels
+
+
+def _image_order(df: pd.DataFrame) -> list[str]:
+    first = df.assign(label=_image_label(df)).sort_values(["size_bytes", "image_key"], na_position="last")
+    return list(dict.fromkeys(first["label"]))
+
+
+def comparison_boxplot(c, *, log: bool = True, title: str | None = None) -> alt.Chart:
+    """Both runs' pull-time distributions at each image, side by side."""
+    time = c.time
+    data = c.pulls.assign(image_label=_image_label(c.pulls),
+                          run=c.pulls["arm"].map({"baseline": f"baseline: {c.baseline}",
+                                                  "treatment": f"treatment: {c.treatment}"}))
+    data = data[["image_label", "run", time, "cluster_nodes", "node"]].assign(
+        cluster_nodes=lambda d: d["cluster_nodes"].astype(int))
+    scale = alt.Scale(type="log") if log else alt.Scale(zero=True)
+    subtitle = f"{len(data)} pulls; boxes span the quartiles, whiskers 1.5 IQR"
+    return alt.Chart(data, title=alt.Title(title or f"Pull time: {c.treatment} vs {c.baseline}",
+                                           subtitle=subtitle)).mark_boxplot(
+        size=14, extent=1.5, outliers={"size": 8}, median={"color": "black"}
+    ).encode(
+        x=alt.X("image_label:N", sort=_image_order(c.pulls), title="Image (uncompressed size)",
+                axis=alt.Axis(labelAngle=-40)),
+        xOffset=alt.XOffset("run:N"),
+        y=alt.Y(f"{time}:Q", scale=scale, title=TIME_LABELS[time].capitalize() + (" (log scale)" if log else "")),
+        color=alt.Color("run:N", title="Run", scale=alt.Scale(scheme="set1")),
+        tooltip=["image_label:N", "run:N", "cluster_nodes:O", "node:N", alt.Tooltip(f"{time}:Q", format=".2f")],
+    )
+
+
+def speedup_chart(c, *, log: bool | None = None, title: str | None = None) -> alt.LayerChart:
+    """Speedup (ratio of medians) per image and cluster size with 95% CIs; the band is ±margin."""
+    per = c.per_image_cluster.assign(image_label=_image_label(c.per_image_cluster),
+                                     cluster_nodes=lambda d: d["cluster_nodes"].astype(int))
+    overall = c.per_image.assign(image_label=_image_label(c.per_image))
+    log = bool(per["ci_high"].max() / max(per["ci_low"].min(), 1e-9) > 20) if log is None else log
+    scale = alt.Scale(type="log" if log else "linear", zero=False)
+    x = alt.X("image_label:N", sort=_image_order(c.per_image), title="Image (uncompressed size)",
+              axis=alt.Axis(labelAngle=-40))
+    y_title = f"Speedup: median {c.baseline} / median {c.treatment}" + (" (log scale)" if log else "")
+    band = alt.Chart(pd.DataFrame({"lo": [1 / (1 + c.margin)], "hi": [1 + c.margin]})).mark_rect(
+        opacity=0.15, color="gray").encode(y=alt.Y("lo:Q", scale=scale), y2="hi:Q")
+    one = alt.Chart(pd.DataFrame({"y": [1.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="y:Q")
+    tooltip = ["image_label:N", alt.Tooltip("speedup:Q", format=".3g"), alt.Tooltip("ci_low:Q", format=".3g"),
+               alt.Tooltip("ci_high:Q", format=".3g"), "n_baseline:Q", "n_treatment:Q"]
+    bars = alt.Chart(per).mark_errorbar(ticks=True).encode(
+        x=x, xOffset=alt.XOffset("cluster_nodes:O"), y=alt.Y("ci_low:Q", scale=scale, title=y_title),
+        y2="ci_high:Q", color=cluster_color())
+    points = alt.Chart(per).mark_point(filled=True, size=40).encode(
+        x=x, xOffset=alt.XOffset("cluster_nodes:O"), y=alt.Y("speedup:Q", scale=scale), color=cluster_color(),
+        tooltip=["cluster_nodes:O"] + tooltip)
+    pooled = alt.Chart(overall).mark_tick(color="black", thickness=2, size=30).encode(
+        x=x, y=alt.Y("speedup:Q", scale=scale), tooltip=tooltip)
+    o = c.overall
+    subtitle = (f"points: per cluster size with 95% CI; black ticks: all cluster sizes; shaded: ±{c.margin:.0%}. "
+                f"Overall {o.ratio:.3g}x [{o.ci_low:.3g}, {o.ci_high:.3g}]")
+    return alt.layer(band, one, bars, points, pooled).properties(
+        title=alt.Title(title or f"Speedup of {c.treatment} over {c.baseline}", subtitle=subtitle))

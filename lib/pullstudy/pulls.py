@@ -85,8 +85,9 @@ def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | Non
                      + ", ".join(f"`{p}`" for p in result.unavailable))
         lines.append(line)
         if pulls[run_id].empty:
-            raise RuntimeError(f"{run_id}: no analysable pulls at cluster sizes {nodes}; run `make data`, "
-                               "or choose cluster sizes whose files the catalog marks available")
+            why = "; ".join(f"{r}: {c}" for r, c in excluded.items()) or f"{len(result.files)} event files read"
+            raise RuntimeError(f"{run_id}: no analysable pulls at cluster sizes {nodes} ({why}); if files are "
+                               "unavailable run `make data`, or choose cluster sizes the catalog marks available")
     return pulls, "\n".join(lines)
 
 

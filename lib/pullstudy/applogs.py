@@ -1,0 +1,426 @@
+"""Application logs of the Flux Operator runs, and what image streaming did to time to useful work.
+
+Under lazy pulling (GKE image streaming) the kubelet's pull time measures a remote mount, not the
+transfer: the bytes are fetched when the application first reads them, so the cost can move into the
+application's run. Pull time alone then overstates the gain. Each archived app run left one log per
+application run whose last lines are GNU ``time`` figures::
+
+    FLUXTIME fluxsubmit wall time 0:26.68     (the job itself: flux submit --watch)
+    FLUXTIME fluxstart wall time 0:37.96      (the whole Flux instance: broker start, job, shutdown)
+
+This module turns those logs into a tidy table (one row per log) and sets the wall times beside the
+kubelet pull times of the same image and cluster size, with and without streaming.
+
+Nothing is dropped silently: a log without usable FLUXTIME lines is a counted skip under its reason;
+a file that is not a text log at all raises :class:`AppLogError` naming it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import zlib
+from collections import Counter
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from . import catalog, stats
+from .backends import archive
+from .claims import Verdict
+from .events import DurationError, parse_go_duration, split_image
+from .paths import raw_dir
+from .pulls import image_key
+
+APP_RUN_COLUMNS = ["run", "cluster_nodes", "app", "image_key", "image", "fluxsubmit_s", "fluxstart_s",
+                   "broker_quorum_s", "broker_run_s", "source"]
+
+# Skip reasons, so callers and tests name them the same way.
+EMPTY = "empty log file"
+NO_FLUXTIME = "no FLUXTIME line (the run did not finish, or was not timed)"
+TRUNCATED = "truncated log (ends before the fluxstart FLUXTIME line, or inside a line)"
+NO_SUBMIT = "no fluxsubmit FLUXTIME line"
+BAD_FORMAT = "FLUXTIME value in an unknown time format"
+REPEATED = "FLUXTIME line repeated (ambiguous which run it times)"
+
+
+class AppLogError(ValueError):
+    """A file that is not a text log (binary content, broken gzip stream)."""
+
+
+class SkippedLog(Exception):
+    """A text log that carries no usable timing; ``reason`` is one of the skip reasons above."""
+
+    def __init__(self, reason: str, path: str | Path):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------- one log
+
+# GNU time %E: [hours:]minutes:seconds; the seconds carry hundredths ("0:26.68", "7:49.33", "1:02:03").
+_ELAPSED = re.compile(r"^(?:(?P<h>\d+):(?P<hm>[0-5]\d):(?P<hs>[0-5]\d(?:\.\d+)?)|(?P<m>\d+):(?P<s>[0-5]\d\.\d+))$")
+_FLUXTIME = re.compile(r"^FLUXTIME (?P<what>\S+) wall time (?P<value>.*?)\s*$")
+# Rank 0's state transitions, e.g. "broker.info[0]: quorum-full: quorum->run 8.29626s".
+_BROKER = re.compile(r"^broker\.info\[0\]: [\w-]+: (?P<transition>\w+->\w+) (?P<duration>\S+)\s*$")
+_LOG_NAME = re.compile(r"^(?P<stem>.+?)(?:-(?P<hash>[0-9a-f]{8}))?\.log(?:\.gz)?$")
+
+
+def parse_elapsed(text: str) -> float:
+    """Seconds in a GNU time ``%E`` value: ``0:26.68``, ``7:49.33``, ``1:02:03`` or ``1:02:03.5``."""
+    m = _ELAPSED.match(text.strip())
+    if not m:
+        raise ValueError(f"not a GNU time %E value ([h:]mm:ss.ss): {text!r}")
+    if m["h"] is not None:
+        return int(m["h"]) * 3600 + int(m["hm"]) * 60 + float(m["hs"])
+    return int(m["m"]) * 60 + float(m["s"])
+
+
+def _sanitized(ref: str) -> str:
+    """The Flux Operator's log file name for an image: every non-alphanumeric character becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9]", "_", ref)
+
+
+def _key_of(ref: str) -> str:
+    """The image key of pulls.image_key for an application image: repository name and tag."""
+    repo, tag = split_image(ref)
+    return f"{repo.rsplit('/', 1)[-1]}:{tag}"
+
+
+def app_name(image_key: str) -> str:
+    """Short app name from an image key: the last dash-separated word of the repository name.
+
+    ``ensemble-amg2023:spack-skylake`` -> ``amg2023``.
+    """
+    return image_key.split(":", 1)[0].rsplit("-", 1)[-1]
+
+
+def _identify(stem: str, images: Iterable[str]) -> tuple[str | None, str | None]:
+    """(image reference, image key) of a log from its file name and the run's study images.
+
+    The exact image is known when the name is the sanitized reference; when the same repository and tag
+    were served by another registry (the name ends in the sanitized ``repository:tag``), only the key is.
+    """
+    images = list(images)
+    for ref in images:
+        if _sanitized(ref) == stem:
+            return ref, _key_of(ref)
+    keys = sorted({_key_of(ref) for ref in images if stem.endswith("_" + _sanitized(_key_of(ref)))},
+                  key=len, reverse=True)
+    if len(keys) == 1 or (len(keys) > 1 and len(keys[0]) > len(keys[1])):
+        return None, keys[0]
+    return None, None
+
+
+def _read_text(path: Path) -> str:
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise AppLogError(f"{path}: broken or truncated gzip stream ({exc}); fetch it again with "
+                              "`make data`") from None
+    if b"\0" in raw:
+        raise AppLogError(f"{path}: binary content (NUL bytes), not an application log")
+    return raw.decode("utf-8", errors="replace")
+
+
+def parse_app_log(path: str | Path, *, run: str | None = None, cluster_nodes: int | None = None,
+                  images: Iterable[str] = (), label_root: str | Path | None = None) -> dict:
+    """One application log -> one record (a dict with APP_RUN_COLUMNS).
+
+    ``images`` are the references the run pulled (its study file), used to name the image the log
+    belongs to. Raises :class:`SkippedLog` (with a reason) for a log without usable FLUXTIME figures
+    and :class:`AppLogError` for a file that is not a text log.
+    """
+    path = Path(path)
+    text = _read_text(path)
+    if not text.strip():
+        raise SkippedLog(EMPTY, path)
+    lines = text.splitlines()
+    found: dict[str, list[str]] = {}
+    broker: dict[str, str] = {}
+    for line in lines:
+        m = _FLUXTIME.match(line)
+        if m:
+            found.setdefault(m["what"], []).append(m["value"])
+            continue
+        b = _BROKER.match(line)
+        if b:
+            broker.setdefault(b["transition"], b["duration"])
+    if not found:
+        raise SkippedLog(NO_FLUXTIME, path)
+    cut_inside_a_line = not text.endswith("\n") and bool(_FLUXTIME.match(lines[-1]))
+    if "fluxstart" not in found or cut_inside_a_line:
+        raise SkippedLog(TRUNCATED, path)
+    if "fluxsubmit" not in found:
+        raise SkippedLog(NO_SUBMIT, path)
+    if len(found["fluxsubmit"]) > 1 or len(found["fluxstart"]) > 1:
+        raise SkippedLog(REPEATED, path)
+    try:
+        submit, start = parse_elapsed(found["fluxsubmit"][0]), parse_elapsed(found["fluxstart"][0])
+    except ValueError:
+        raise SkippedLog(BAD_FORMAT, path) from None
+    m = _LOG_NAME.match(path.name)
+    stem = m["stem"] if m else path.stem
+    image, key = _identify(stem, images)
+    return {
+        "run": run, "cluster_nodes": cluster_nodes, "app": app_name(key) if key else stem,
+        "image_key": key, "image": image, "fluxsubmit_s": submit, "fluxstart_s": start,
+        "broker_quorum_s": _broker_seconds(broker, "quorum->run"),
+        "broker_run_s": _broker_seconds(broker, "run->cleanup"),
+        "source": str(path.relative_to(label_root)) if label_root else str(path),
+    }
+
+
+def _broker_seconds(broker: dict[str, str], transition: str) -> float:
+    """A broker transition's own timing (a cross-check of FLUXTIME); NaN when absent or unreadable."""
+    try:
+        return parse_go_duration(broker[transition])
+    except (KeyError, DurationError):
+        return math.nan
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=APP_RUN_COLUMNS)
+    df["cluster_nodes"] = pd.array(df["cluster_nodes"].tolist(), dtype="Int64")
+    for col in ("run", "app", "image_key", "image", "source"):
+        df[col] = df[col].astype("string")
+    for col in ("fluxsubmit_s", "fluxstart_s", "broker_quorum_s", "broker_run_s"):
+        df[col] = df[col].astype("float64")
+    return df
+
+
+def parse_app_logs(paths: Iterable[str | Path], **context) -> tuple[pd.DataFrame, Counter]:
+    """Several logs -> (records, skipped reasons counted); ``context`` as for :func:`parse_app_log`."""
+    rows, skipped = [], Counter()
+    for path in paths:
+        try:
+            rows.append(parse_app_log(path, **context))
+        except SkippedLog as skip:
+            skipped[skip.reason] += 1
+    return _frame(rows), skipped
+
+
+def load_app_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = None, *,
+                  raw: str | Path | None = None, runs: list[catalog.Run] | None = None
+                  ) -> tuple[pd.DataFrame, Counter, list[str]]:
+    """The catalog's app logs of the given runs, read from data/raw.
+
+    Returns (one row per usable log, skipped logs counted as ``"<run>: <reason>"``, the listed log files
+    this machine does not have).
+    """
+    raw = Path(raw) if raw else raw_dir()
+    runs = runs if runs is not None else catalog.load()
+    wanted = set(cluster_nodes) if cluster_nodes is not None else None
+    frames, skipped, unavailable = [], Counter(), []
+    for run_id in dict.fromkeys(run_ids):
+        run = catalog.get(run_id, runs)
+        images = archive.study_images(run, raw) or set()
+        for n in sorted(run.node_counts):
+            if wanted is not None and n not in wanted:
+                continue
+            files = run.files_of("app-log", [n])
+            here = [raw / run.source / f.path for f in files if (raw / run.source / f.path).is_file()]
+            unavailable += [f"{run.source}/{f.path}" for f in files if not (raw / run.source / f.path).is_file()]
+            df, skips = parse_app_logs(here, run=run.id, cluster_nodes=n, images=images, label_root=raw)
+            frames.append(df)
+            skipped.update({f"{run.id}: {reason}": c for reason, c in skips.items()})
+    df = pd.concat(frames, ignore_index=True) if frames else _frame([])
+    return _frame(df.to_dict("records")), skipped, unavailable
+
+
+# --------------------------------------------------------------------------- the comparison
+
+SIDES = ("baseline", "treatment")
+TABLE_COLUMNS = (["scope", "app", "image_key", "cluster_nodes"]
+                 + [f"{m}_{side}" for m in ("n_pulls", "pull_s", "pull_wait_s", "n_logs", "wall_s", "n_ttuw", "ttuw_s")
+                    for side in SIDES]
+                 + ["ttuw_unit"]
+                 + [f"{m}_speedup{x}" for m in ("pull", "pull_wait", "ttuw") for x in ("", "_ci_low", "_ci_high")])
+
+
+def _side_pulls(pull_records_by_run: Mapping[str, pd.DataFrame], run: str) -> pd.DataFrame:
+    if run not in pull_records_by_run:
+        raise KeyError(f"no pull records for run {run!r}; load it with pulls.load_for_analysis([...], None, "
+                       "'pull_wait_s', require_size=False)")
+    df = pull_records_by_run[run]
+    if "image_key" not in df:
+        df = df.assign(image_key=image_key(df))
+    return df[["image_key", "cluster_nodes", "pull_s", "pull_wait_s"]].assign(
+        image_key=lambda d: d["image_key"].astype("string"),
+        cluster_nodes=lambda d: d["cluster_nodes"].astype("Int64"))
+
+
+def _side_walls(app_runs: pd.DataFrame, run: str, wall: str) -> pd.DataFrame:
+    """One wall time per usable log of the run that names its image."""
+    df = app_runs[(app_runs["run"] == run) & app_runs["image_key"].notna() & app_runs[wall].notna()]
+    return pd.DataFrame({"image_key": df["image_key"].astype("string"),
+                         "cluster_nodes": df["cluster_nodes"].astype("Int64"), "wall_s": df[wall].astype(float)})
+
+
+def _ratio(base, treat, n_boot: int, seed: int) -> tuple[float, float, float]:
+    """Ratio of medians with its CI; no CI from a side of one value (nothing to resample)."""
+    r = stats.bootstrap_ratio_of_medians_ci(np.asarray(base, float), np.asarray(treat, float),
+                                            n_boot=n_boot, seed=seed)
+    if min(r.n_baseline, r.n_treatment) < 2:
+        return r.ratio, math.nan, math.nan
+    return r.ratio, r.ci_low, r.ci_high
+
+
+def _median(values) -> float:
+    v = np.asarray(values, float)
+    v = v[~np.isnan(v)]
+    return float(np.median(v)) if v.size else math.nan
+
+
+def _row(scope, app, key, nodes, pulls: dict, walls: dict, ttuw: dict, unit: str, n_boot: int, seed: int) -> dict:
+    row = {"scope": scope, "app": app, "image_key": key, "cluster_nodes": nodes}
+    for side in SIDES:
+        p = pulls[side]
+        row[f"n_pulls_{side}"] = len(p)
+        row[f"pull_s_{side}"] = _median(p["pull_s"])
+        row[f"pull_wait_s_{side}"] = _median(p["pull_wait_s"])
+        row[f"n_logs_{side}"] = len(walls[side])
+        row[f"wall_s_{side}"] = _median(walls[side])
+        row[f"n_ttuw_{side}"] = int(np.isfinite(np.asarray(ttuw[side], float)).sum())
+        row[f"ttuw_s_{side}"] = _median(ttuw[side])
+    row["ttuw_unit"] = unit
+    for name, base, treat in (("pull", pulls["baseline"]["pull_s"], pulls["treatment"]["pull_s"]),
+                              ("pull_wait", pulls["baseline"]["pull_wait_s"], pulls["treatment"]["pull_wait_s"]),
+                              ("ttuw", ttuw["baseline"], ttuw["treatment"])):
+        row[f"{name}_speedup"], row[f"{name}_speedup_ci_low"], row[f"{name}_speedup_ci_high"] = \
+            _ratio(base, treat, n_boot, seed)
+    return row
+
+
+def streaming_apps_table(pull_records_by_run: Mapping[str, pd.DataFrame], app_runs: pd.DataFrame,
+                         baseline_run: str, treatment_run: str, *, wall: str = "fluxstart_s",
+                         n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Pull time, wall time and time to useful work without (baseline) and with (treatment) streaming.
+
+    One row per app and cluster size (``scope="cluster"``), per app over the cluster sizes where both
+    runs have pulls of it (``"app"``) and over all apps (``"all"``). Speedups are ratios of medians
+    baseline/treatment with bootstrap 95% CIs (none when a side has a single value).
+
+    Time to useful work (ttuw) = kubelet pull time including waiting + the app's ``wall`` time
+    (``fluxstart_s``: the whole Flux instance, where lazily fetched bytes are paid for; or
+    ``fluxsubmit_s``: the job alone). Its unit is one application run: in a cluster row, the median
+    pull of that cluster + each log's wall time (``ttuw_unit="run"``; upstream ran each app once per
+    cluster, so n=1 and no CI); in an overall row, one value per cluster size (``"cluster"``), so
+    that sizes weigh the same on both sides although the runs lost different numbers of pull events.
+    Logs whose image could not be named are not compared; ``table.attrs["unmatched_logs"]`` lists them.
+    """
+    if wall not in app_runs.columns:
+        raise KeyError(f"wall time column {wall!r} is not in the app runs; use 'fluxstart_s' or 'fluxsubmit_s'")
+    pulls = {"baseline": _side_pulls(pull_records_by_run, baseline_run),
+             "treatment": _side_pulls(pull_records_by_run, treatment_run)}
+    walls = {"baseline": _side_walls(app_runs, baseline_run, wall),
+             "treatment": _side_walls(app_runs, treatment_run, wall)}
+    cells = sorted({tuple(x) for d in [*pulls.values(), *walls.values()]
+                    for x in d[["image_key", "cluster_nodes"]].itertuples(index=False)})
+    rows, units = [], []  # units: the cells both runs pulled in, for the overall rows
+    for key, nodes in cells:
+        cp, cw, tt = {}, {}, {}
+        for side in SIDES:
+            p, w = pulls[side], walls[side]
+            cp[side] = p[(p["image_key"] == key) & (p["cluster_nodes"] == nodes)]
+            cw[side] = w.loc[(w["image_key"] == key) & (w["cluster_nodes"] == nodes), "wall_s"].to_numpy(float)
+            tt[side] = _median(cp[side]["pull_wait_s"]) + cw[side]
+        rows.append(_row("cluster", app_name(key), key, nodes, cp, cw, tt, "run", n_boot, seed))
+        if all(len(cp[s]) for s in SIDES):
+            units.append((key, cp, cw, {s: _median(cp[s]["pull_wait_s"]) + _median(cw[s]) for s in SIDES}))
+
+    def pooled(scope: str, app: str, key, chosen: list) -> dict:
+        timed = [u for u in chosen if all(math.isfinite(u[3][s]) for s in SIDES)]
+        cp = {s: pd.concat([u[1][s] for u in chosen]) for s in SIDES}
+        cw = {s: np.concatenate([u[2][s] for u in chosen]) for s in SIDES}
+        tt = {s: np.array([u[3][s] for u in timed], float) for s in SIDES}
+        return _row(scope, app, key, pd.NA, cp, cw, tt, "cluster", n_boot, seed)
+
+    for key in sorted({u[0] for u in units}):
+        rows.append(pooled("app", app_name(key), key, [u for u in units if u[0] == key]))
+    if units:
+        rows.append(pooled("all", "all apps", pd.NA, units))
+    table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    table["cluster_nodes"] = table["cluster_nodes"].astype("Int64")
+    for col in ("scope", "app", "image_key", "ttuw_unit"):
+        table[col] = table[col].astype("string")
+    for col in TABLE_COLUMNS:
+        if col.startswith("n_"):
+            table[col] = table[col].astype("int64")
+    ours = app_runs[app_runs["run"].isin([baseline_run, treatment_run])]
+    table.attrs.update(baseline=baseline_run, treatment=treatment_run, wall=wall,
+                       unmatched_logs=ours.loc[ours["image_key"].isna(), "source"].tolist())
+    return table
+
+
+# --------------------------------------------------------------------------- the verdict
+
+
+def _compare(ratio: float, low: float, high: float, figure: float, tolerance: float) -> tuple[bool, str]:
+    """Is a measured speedup near the claimed figure (inside the CI, or within a factor ``tolerance``)?"""
+    if low <= figure <= high:
+        return True, f"the claimed {figure:g}x lies inside the CI"
+    if figure / tolerance <= ratio <= figure * tolerance:
+        side = "below" if ratio < figure else "above"
+        return True, f"{side} the claimed {figure:g}x but within a factor {tolerance:g} of it"
+    return False, f"far from the claimed {figure:g}x (more than a factor {tolerance:g})"
+
+
+def verdict_streaming_apps(table: pd.DataFrame, *, claimed: float = 15.0, tolerance: float = 2.0,
+                           notebook: str = "") -> Verdict:
+    """Verdict on claim ``streaming-apps`` from :func:`streaming_apps_table` (its ``scope="all"`` row).
+
+    The claim is about pull time; time to useful work says whether the gain reaches the user.
+
+    * not testable here — fewer than two pulls of the app images in either run;
+    * not supported — the pull-time (including waiting) speedup's CI does not exclude 1;
+    * supported — pull time cut, near ``claimed`` (inside the CI or within a factor ``tolerance``),
+      and time to useful work gained about as much (or could not be measured: then said so);
+    * partly supported — pull time cut, but far from ``claimed``, or time to useful work gained far
+      less than ``claimed``: the cost moved into the run.
+    """
+    overall = table[table["scope"] == "all"]
+    if overall.empty or min(overall.iloc[0]["n_pulls_baseline"], overall.iloc[0]["n_pulls_treatment"]) < 2:
+        return Verdict("streaming-apps", "not testable here",
+                       "fewer than two pulls of the application images in the baseline or the treatment run "
+                       "(load both runs; their event files may be unavailable here)", notebook=notebook)
+    row = overall.iloc[0]
+    ratio, low, high = (float(row[f"pull_wait_speedup{s}"]) for s in ("", "_ci_low", "_ci_high"))
+    apps = table[(table["scope"] == "app") & np.isfinite(table["pull_wait_speedup"].astype(float))]
+    geo = float(np.exp(np.log(apps["pull_wait_speedup"].astype(float)).mean())) if len(apps) else math.nan
+    per_app = ", ".join(f"{a} {r:.1f}x" for a, r in zip(apps["app"], apps["pull_wait_speedup"]))
+    t, tl, th = (float(row[f"ttuw_speedup{s}"]) for s in ("", "_ci_low", "_ci_high"))
+    ttuw_known = math.isfinite(t)
+    measured = (f"pull time (including waiting) {ratio:.1f}x faster (95% CI {low:.1f}-{high:.1f}; median "
+                f"{row['pull_wait_s_baseline']:.1f} s -> {row['pull_wait_s_treatment']:.2f} s, "
+                f"n={row['n_pulls_baseline']}+{row['n_pulls_treatment']} pulls; per app: {per_app}; "
+                f"geometric mean {geo:.1f}x); ")
+    measured += (f"time to useful work (pull + {table.attrs.get('wall', 'wall time')}) {t:.2f}x "
+                 f"(95% CI {tl:.2f}-{th:.2f}, n={row['n_ttuw_baseline']}+{row['n_ttuw_treatment']} clusters)"
+                 if ttuw_known else "time to useful work not measured (no app log matched the pulls)")
+    common = dict(measured=measured, value=ratio, ci_low=low, ci_high=high, unit="x (median without / with)",
+                  n=int(row["n_pulls_baseline"] + row["n_pulls_treatment"]), notebook=notebook)
+    if not low > 1:
+        return Verdict("streaming-apps", "not supported",
+                       f"no demonstrable pull-time cut: the speedup {ratio:.2f}x has a CI "
+                       f"({low:.2f}-{high:.2f}) that does not exclude 1", **common)
+    pull_near, pull_how = _compare(ratio, low, high, claimed, tolerance)
+    reasons = [f"pull time cut {ratio:.1f}x (CI {low:.1f}-{high:.1f}), {pull_how}"]
+    if ttuw_known:
+        ttuw_near, ttuw_how = _compare(t, tl, th, claimed, tolerance)
+        reasons.append(f"time to useful work {t:.2f}x (CI {tl:.2f}-{th:.2f}), {ttuw_how}"
+                       + ("" if ttuw_near else ": the gain does not survive once the application runs"))
+    else:
+        ttuw_near = True
+        reasons.append("time to useful work not measured, so whether the cost moved into the run is unknown")
+    verdict = "supported" if pull_near and ttuw_near else "partly supported"
+    return Verdict("streaming-apps", verdict, "; ".join(reasons), **common)
+
+
+__all__ = ["APP_RUN_COLUMNS", "AppLogError", "SkippedLog", "app_name", "load_app_runs", "parse_app_log",
+           "parse_app_logs", "parse_elapsed", "streaming_apps_table", "verdict_streaming_apps"]

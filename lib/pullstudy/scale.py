@@ -1,0 +1,334 @@
+"""Study 07: does the spread of pull completion across nodes grow with cluster size?
+
+The claim (``scale-variation``): larger clusters show more variation in pull-event timestamps across
+nodes, and experiments take longer with cluster size -- not because pulls themselves get slower.
+Everything here is computed from the tidy pull records; nothing knows run ids, tags or node counts.
+
+Two facts about the data shape every figure below:
+
+* core/v1 event timestamps (``firstTimestamp``) have 1 s resolution, so a Pulled spread of 0 s means
+  "under a second" and 1 s means "somewhere under 2 s". The resolution is read off the data
+  (:func:`timestamp_resolution`); spreads at or below it are flagged and floored at it, never read finer.
+* the range (max - min) of n values grows with n even when nothing else changes, simply because more
+  draws reach further into the tails. ``node_range_matched_s`` is the expected range across a random
+  subset of nodes as small as the smallest cluster's, so growth beyond sampling shows up separately.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+import numpy as np
+import pandas as pd
+from scipy import special
+from scipy import stats as sps
+
+from . import stats
+from .claims import Verdict
+
+CLAIM = "scale-variation"
+KEYS = ["run", "cluster_nodes", "cluster_instance", "image_key"]
+RUN_KEYS = ["run", "cluster_nodes", "cluster_instance"]
+_SOURCE_FILE = re.compile(r"^(?P<file>.*?)(?::\d+|#items\[\d+\])$")
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def timestamp_resolution(times: pd.Series) -> float:
+    """Seconds resolution of a timestamp column: 1.0 if every value is a whole second, else 1e-6."""
+    t = pd.to_datetime(times.dropna(), utc=True)
+    if t.empty:
+        return 1.0
+    return 1.0 if bool((t.dt.microsecond == 0).all() and (t.dt.nanosecond == 0).all()) else 1e-6
+
+
+def floored(values: pd.Series | np.ndarray, resolution: float) -> np.ndarray:
+    """Spreads at or below the clock's resolution are indistinguishable: floor them at it (for logs)."""
+    return np.maximum(np.asarray(values, dtype=float), resolution)
+
+
+# --------------------------------------------------------------------------- cluster instances
+
+
+def source_file(source: pd.Series) -> pd.Series:
+    """The event file a record came from (``source`` without its ``:line`` or ``#items[i]``)."""
+    return source.astype("string").str.replace(_SOURCE_FILE, r"\g<file>", regex=True)
+
+
+def cluster_instances(pulls: pd.DataFrame) -> pd.Series:
+    """Which cluster (1, 2, ... by start time) of a run and size each pull ran on.
+
+    A run may hold several clusters of one size (a first attempt and a re-run, each in its own event
+    file). Pooling them would turn the hours between attempts into "spread". Event files that share
+    a node name belong to one cluster; files with disjoint nodes are separate clusters.
+    """
+    files = source_file(pulls["source"]).fillna("")
+    labels = pd.Series(1, index=pulls.index, dtype="int64")
+    for _, g in pulls.groupby(["run", "cluster_nodes"], dropna=False, sort=False):
+        parent = {f: f for f in files[g.index].unique()}
+
+        def find(f):
+            while parent[f] != f:
+                parent[f] = parent[parent[f]]
+                f = parent[f]
+            return f
+
+        owner: dict[str, str] = {}
+        for f, node in zip(files[g.index], g["node"].astype("string").fillna("")):
+            if node and node in owner:
+                parent[find(f)] = find(owner[node])
+            elif node:
+                owner[node] = f
+        root = files[g.index].map(find)
+        first = g["pulled_at"].groupby(root).min().sort_values(kind="stable")
+        order = {r: i + 1 for i, r in enumerate(first.index)}
+        labels[g.index] = root.map(order).astype("int64")
+    return labels
+
+
+# --------------------------------------------------------------------------- per image
+
+
+def pod_start(pulls: pd.DataFrame, time: str = "pull_wait_s") -> tuple[pd.Series, pd.Series]:
+    """When each pod's pull began, and whether that is an estimate.
+
+    Scheduled if recorded, else Pulling, else Pulled minus the kubelet's own pull time (events of
+    deleted pods and expired events are missing in some archived runs).
+    """
+    recorded = pulls["scheduled_at"].fillna(pulls["pulling_at"])
+    estimate = pulls["pulled_at"] - pd.to_timedelta(pulls[time], unit="s")
+    return recorded.fillna(estimate), recorded.isna()
+
+
+def expected_subset_range(values: np.ndarray, m: int) -> float:
+    """Exact expected range (max - min) of m values drawn without replacement from ``values``.
+
+    From the order statistics: the i-th smallest of n is the subset's maximum with probability
+    C(i-1, m-1) / C(n, m). No resampling, so no seed.
+    """
+    x = np.sort(np.asarray(values, dtype=float))
+    n = x.size
+    if m < 2 or n < m:
+        return math.nan
+    i = np.arange(1, n + 1)
+    total = special.comb(n, m)
+    p_max = special.comb(i - 1, m - 1) / total
+    p_min = special.comb(n - i, m - 1) / total
+    return float(x @ p_max - x @ p_min)
+
+
+def _seconds(delta: pd.Series) -> pd.Series:
+    return delta.dt.total_seconds()
+
+
+def spread_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame:
+    """Per run x cluster size x cluster instance x image: how far apart the pods finished pulling.
+
+    ``pulled_range_s``/``pulled_iqr_s``: spread of the Pulled timestamps across the pods;
+    ``node_range_matched_s``: the expected range across as few randomly chosen nodes as any cluster
+    size of this run used for this image (each node's time: the median of its pods'); ``sched_pulled_*``: Scheduled -> Pulled per pod
+    (pods with no Scheduled event are counted in ``sched_missing``, not guessed); ``coverage``: pods
+    recorded per node of the cluster (below 1 where events were lost); both kubelet pull times.
+    """
+    if pulls.empty:
+        raise ValueError("no pulls to summarise")
+    df = pulls.copy()
+    df["cluster_instance"] = cluster_instances(df)
+    df["sched_pulled_s"] = _seconds(df["pulled_at"] - df["scheduled_at"])
+    start, _ = pod_start(df, time)
+    df["start_at"] = start
+    resolution = timestamp_resolution(df["pulled_at"])
+    g = df.groupby(KEYS, sort=True, dropna=False)
+    t = g.agg(size_bytes=("size_bytes", "first"), layers=("layers", "first"), pulls=("pulled_at", "size"),
+              nodes=("node", "nunique"), pulled_first=("pulled_at", "min"), pulled_last=("pulled_at", "max"),
+              start_first=("start_at", "min"), sched_missing=("sched_pulled_s", lambda s: int(s.isna().sum())),
+              sched_pulled_median_s=("sched_pulled_s", "median"), sched_pulled_min_s=("sched_pulled_s", "min"),
+              sched_pulled_max_s=("sched_pulled_s", "max"), pull_s_median=("pull_s", "median"),
+              pull_wait_s_median=("pull_wait_s", "median")).reset_index()
+    q = g["pulled_at"].quantile([0.25, 0.75]).unstack()
+    t["pulled_range_s"] = _seconds(t["pulled_last"] - t["pulled_first"])
+    t["pulled_iqr_s"] = _seconds(q[0.75] - q[0.25]).to_numpy()
+    t["sched_pulled_range_s"] = t["sched_pulled_max_s"] - t["sched_pulled_min_s"]
+    t["image_wall_s"] = _seconds(t["pulled_last"] - t["start_first"])
+    t["coverage"] = t["pulls"] / t["cluster_nodes"].astype(float)
+    t["resolution_s"] = resolution
+    t["spread_resolved"] = t["pulled_range_s"] > resolution
+    # Per node, the median of its pods' Pulled times (several pods of one image may share a node).
+    df["pulled_s"] = _seconds(df["pulled_at"] - df.groupby(KEYS, dropna=False)["pulled_at"].transform("min"))
+    per_node = df.groupby([*KEYS, "node"], dropna=False)["pulled_s"].median()
+    node_times = {k: v.to_numpy() for k, v in per_node.groupby(level=list(range(len(KEYS))), dropna=False)}
+    m = t.groupby(["run", "image_key"])["nodes"].transform("min")
+    t["matched_nodes"] = m
+    t["node_range_matched_s"] = [expected_subset_range(node_times[tuple(k)], int(mm))
+                                 for k, mm in zip(t[KEYS].itertuples(index=False), m)]
+    t["size_gb"] = t["size_bytes"].astype(float) / 1e9
+    return t.drop(columns=["start_first"])
+
+
+def span_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame:
+    """Per run x cluster size x instance: the experiment's span, from the first pod's start to the last Pulled.
+
+    ``pull_time_sum_s`` adds each image's median pull time: the span if the images ran back to back and
+    nothing but pulling took time; ``other_s`` is the rest (scheduling, container start, job turnover,
+    waiting for the slowest node). ``starts_estimated`` counts pods whose start had to be estimated.
+    """
+    df = pulls.copy()
+    df["cluster_instance"] = cluster_instances(df)
+    df["start_at"], df["start_estimated"] = pod_start(df, time)
+    g = df.groupby(RUN_KEYS, sort=True)
+    t = g.agg(images=("image_key", "nunique"), pulls=("pulled_at", "size"), first_start=("start_at", "min"),
+              last_pulled=("pulled_at", "max"), starts_estimated=("start_estimated", "sum")).reset_index()
+    t["span_s"] = _seconds(t["last_pulled"] - t["first_start"])
+    medians = df.groupby([*RUN_KEYS, "image_key"])[time].median().groupby(RUN_KEYS).sum()
+    t["pull_time_sum_s"] = medians.to_numpy()
+    t["other_s"] = t["span_s"] - t["pull_time_sum_s"]
+    t["starts_estimated"] = t["starts_estimated"].astype(int)
+    return t
+
+
+# --------------------------------------------------------------------------- growth with cluster size
+
+
+def stratified_log_slope(table: pd.DataFrame, value: str, *, strata: tuple[str, ...] = ("run", "image_key"),
+                         resolution: float = 1.0, n_boot: int = 2000, seed: int = 0) -> dict:
+    """Slope b of log(value) on log(nodes) within strata (value ~ nodes^b), with a stratum bootstrap CI.
+
+    Each stratum (an image within a run) is its own baseline, so large and small images compare only
+    with themselves. Values are floored at ``resolution``; a stratum with fewer than two cluster sizes,
+    or whose values are all at or below the resolution, says nothing and is counted as dropped.
+    Resampling whole strata keeps an image's cluster sizes together.
+    """
+    d = table.dropna(subset=[value]).copy()
+    d["x"] = np.log(d["cluster_nodes"].astype(float))
+    d["y"] = np.log(floored(d[value], resolution))
+    d["resolved"] = d[value] > resolution
+    sxy, sxx, rhos, dropped = [], [], [], {"one cluster size": 0, "all at or below the resolution": 0}
+    for _, s in d.groupby(list(strata), sort=True):
+        if s["cluster_nodes"].nunique() < 2:
+            dropped["one cluster size"] += 1
+            continue
+        if not s["resolved"].any():
+            dropped["all at or below the resolution"] += 1
+            continue
+        x, y = s["x"] - s["x"].mean(), s["y"] - s["y"].mean()
+        sxy.append(float(x @ y))
+        sxx.append(float(x @ x))
+        rhos.append(sps.spearmanr(s["x"], s["y"]).statistic if s["y"].nunique() > 1 else 0.0)
+    k = len(sxy)
+    out = {"strata": k, "dropped": dropped, "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+           "rho_median": math.nan, "strata_rho_positive": 0, "strata_rho_negative": 0}
+    if k == 0:
+        return out
+    a, b = np.asarray(sxy), np.asarray(sxx)
+    weights = np.random.default_rng(seed).multinomial(k, np.full(k, 1.0 / k), size=n_boot)
+    boot = (weights @ a) / (weights @ b)
+    lo, hi = np.quantile(boot, [0.025, 0.975])
+    r = np.asarray(rhos, dtype=float)
+    out.update(slope=float(a.sum() / b.sum()), ci_low=float(lo), ci_high=float(hi),
+               rho_median=float(np.nanmedian(r)), strata_rho_positive=int((r > 0).sum()),
+               strata_rho_negative=int((r < 0).sum()))
+    return out
+
+
+def relative_pull_time(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.Series:
+    """Each pull's time over the median of the same image in the same run (all cluster sizes).
+
+    Comparing raw pulls between cluster sizes would mix images of 48 MB and 19 GB in different
+    proportions wherever events were lost; relative to its own image, every pull is comparable.
+    """
+    med = pulls.groupby(["run", "image_key"])[time].transform("median")
+    return pulls[time] / med
+
+
+def pull_time_ratio(pulls: pd.DataFrame, time: str = "pull_wait_s", *, margin: float = 0.10,
+                    n_boot: int = 2000, seed: int = 0) -> tuple[stats.EquivalenceResult, int, int]:
+    """Median relative pull time at the largest over the smallest cluster size, with a 90% CI (TOST).
+
+    Returns the result and the two cluster sizes. Pulls with a zero time cannot form a ratio and
+    are left out (the kubelet reports 0 s only for sub-resolution pulls).
+    """
+    rel = relative_pull_time(pulls, time)
+    ok = rel > 0
+    sizes = sorted(pulls.loc[ok, "cluster_nodes"].dropna().astype(int).unique())
+    small, large = sizes[0], sizes[-1]
+    nodes = pulls["cluster_nodes"]
+    res = stats.equivalence_test_log_ratio(rel[ok & (nodes == large)], rel[ok & (nodes == small)],
+                                           margin=margin, n_boot=n_boot, seed=seed)
+    return res, small, large
+
+
+def _sizes_text(sizes: list[int]) -> str:
+    return ", ".join(str(s) for s in sizes) if sizes else "none"
+
+
+def verdict_scale_variation(table: pd.DataFrame, pulls: pd.DataFrame, *, spread: str = "pulled_range_s",
+                            time: str = "pull_wait_s", listed_sizes: list[int] | None = None,
+                            margin: float = 0.10, n_boot: int = 2000, seed: int = 0) -> Verdict:
+    """Claim scale-variation, from the per-image table (:func:`spread_table`) and the pulls behind it.
+
+    Three checks: (1) the spread of Pulled timestamps grows with cluster size (stratified log-log
+    slope, 95% CI above 0); (2) each image's wall time (first pod start to last Pulled) grows the same
+    way; (3) pull time itself does not grow: the 90% CI of median relative pull time, largest over
+    smallest cluster size, stays below 1 + ``margin`` (one-sided, the upper half of the TOST).
+    All three: supported. Spread CI entirely at or below 0: not supported. Spread or wall time grows
+    but not everything holds: partly supported. No detectable growth: not supported.
+    Fewer than 3 cluster sizes: not testable.
+    """
+    sizes = sorted(int(s) for s in table["cluster_nodes"].dropna().unique())
+    listed = sorted(set(int(s) for s in (listed_sizes or [])) - set(sizes))
+    coverage = (f"cluster sizes covered: {_sizes_text(sizes)} nodes"
+                + (f" (a {sizes[-1] / sizes[0]:g}x range only)" if len(sizes) > 1 else "")
+                + (f"; listed in the catalog but not available here: {_sizes_text(listed)}" if listed else ""))
+    if len(sizes) < 3:
+        return Verdict(CLAIM, "not testable here",
+                       f"fewer than 3 cluster sizes in the data; {coverage}", n=int(table["pulls"].sum()))
+    resolution = float(table["resolution_s"].max())
+    sl = stratified_log_slope(table, spread, resolution=resolution, n_boot=n_boot, seed=seed)
+    if sl["strata"] == 0:
+        return Verdict(CLAIM, "not testable here", f"no image has a resolved spread at two cluster sizes "
+                       f"(dropped: {sl['dropped']}); {coverage}", n=int(table["pulls"].sum()))
+    matched = stratified_log_slope(table, "node_range_matched_s", resolution=resolution, n_boot=n_boot, seed=seed)
+    wall = stratified_log_slope(table, "image_wall_s", resolution=resolution, n_boot=n_boot, seed=seed)
+    eq, small, large = pull_time_ratio(pulls, time, margin=margin, n_boot=n_boot, seed=seed)
+    grows, no_growth = sl["ci_low"] > 0, sl["ci_high"] <= 0
+    wall_grows = wall["ci_low"] > 0
+    pull_flat = eq.ci_high < 1 + margin
+    pull_grows = eq.ci_low > 1 + margin
+    factor = 2 ** sl["slope"]
+    measured = (f"{spread}: x{factor:.2f} per doubling of nodes (log-log slope {sl['slope']:.2f} "
+                f"[{sl['ci_low']:.2f}, {sl['ci_high']:.2f}], {sl['strata']} run x image strata, median "
+                f"within-stratum Spearman rho {sl['rho_median']:.2f}); node-count-matched range slope "
+                f"{matched['slope']:.2f} [{matched['ci_low']:.2f}, {matched['ci_high']:.2f}]; image wall time slope "
+                f"{wall['slope']:.2f} [{wall['ci_low']:.2f}, {wall['ci_high']:.2f}]; median relative {time} "
+                f"{large} vs {small} nodes: {eq.ratio:.3f} [{eq.ci_low:.3f}, {eq.ci_high:.3f}] (90% CI, "
+                f"n={eq.n_baseline} vs {eq.n_treatment})")
+    parts = [f"spread {'grows' if grows else 'does not grow' if no_growth else 'shows no detectable growth'} "
+             f"with cluster size (slope CI [{sl['ci_low']:.2f}, {sl['ci_high']:.2f}])"]
+    if grows:
+        parts.append(f"and more than drawing from more nodes alone would give (node-count-matched slope CI "
+                     f"[{matched['ci_low']:.2f}, {matched['ci_high']:.2f}])" if matched["ci_low"] > 0 else
+                     f"but as many randomly chosen nodes as the smallest cluster used spread no more (matched slope "
+                     f"CI [{matched['ci_low']:.2f}, {matched['ci_high']:.2f}]): the growth is what drawing from "
+                     "more nodes gives, not more variation per node")
+    wall_trend = "grows" if wall_grows else "shrinks" if wall["ci_high"] < 0 else "shows no detectable change"
+    parts.append(f"per-image wall time (first pod start to last Pulled) {wall_trend} "
+                 f"(slope CI [{wall['ci_low']:.2f}, {wall['ci_high']:.2f}])")
+    parts.append(f"pull time {'does not grow by more than ' + format(margin, '.0%') if pull_flat else 'grows by more than ' + format(margin, '.0%') if pull_grows else 'may grow: the CI reaches past +' + format(margin, '.0%')} "
+                 f"from {small} to {large} nodes (ratio {eq.ratio:.2f}, 90% CI [{eq.ci_low:.2f}, {eq.ci_high:.2f}])")
+    dropped = {k: v for k, v in sl["dropped"].items() if v}
+    if dropped:
+        parts.append("strata left out: " + ", ".join(f"{v} ({k})" for k, v in dropped.items()))
+    parts.append(f"timestamps resolve {resolution:g} s; {coverage}")
+    if no_growth:
+        verdict = "not supported"
+    elif grows and wall_grows and pull_flat:
+        verdict = "supported"
+    elif grows or wall_grows:
+        verdict = "partly supported"
+    else:
+        verdict = "not supported"
+    return Verdict(CLAIM, verdict, "; ".join(parts), measured=measured, value=sl["slope"],
+                   ci_low=sl["ci_low"], ci_high=sl["ci_high"], unit=f"log-log slope of {spread} on nodes",
+                   n=int(table["pulls"].sum()))
