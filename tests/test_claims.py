@@ -110,7 +110,8 @@ def test_verdict_table_fills_untested_claims_and_keeps_duplicates() -> None:
     untested = table[~table["claim_id"].isin(["size-growth", "ssd-speedup"])]
     assert len(untested) == 10
     assert set(untested["verdict"]) == {"not testable here"}
-    assert set(untested["reason"]) == {UNTESTED_REASON}
+    assert list(untested["reason"]) == [UNTESTED_REASON.format(study=CLAIMS[c].study) for c in untested["claim_id"]]
+    assert "study 05" in untested.set_index("claim_id").loc["similarity-sets", "reason"]
     assert set(table["verdict"]) <= set(VERDICTS)
 
 

@@ -131,7 +131,7 @@ CLAIMS: dict[str, Claim] = _claims(
 
 VERDICTS = ("supported", "partly supported", "not supported", "not testable here")
 
-UNTESTED_REASON = "no notebook has checked this claim yet"
+UNTESTED_REASON = "no notebook has checked this claim yet (study {study}: its notebook has not run or is not built)"
 
 TABLE_COLUMNS = [
     "claim_id", "study", "claim", "figure", "verdict", "measured",
@@ -227,7 +227,8 @@ def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
         by_claim[verdict.claim_id].append(verdict)
     rows = []
     for claim_id, claim in CLAIMS.items():
-        found = by_claim[claim_id] or [Verdict(claim_id, "not testable here", UNTESTED_REASON)]
+        found = by_claim[claim_id] or [Verdict(claim_id, "not testable here",
+                                               UNTESTED_REASON.format(study=claim.study))]
         for v in found:
             rows.append({
                 "claim_id": claim_id, "study": claim.study, "claim": claim.text,

@@ -175,3 +175,31 @@ def speedup_chart(c, *, log: bool | None = None, title: str | None = None) -> al
                 f"Overall {o.ratio:.3g}x [{o.ci_low:.3g}, {o.ci_high:.3g}]")
     return alt.layer(band, one, bars, points, pooled).properties(
         title=alt.Title(title or f"Speedup of {c.treatment} over {c.baseline}", subtitle=subtitle))
+
+
+def time_to_work_chart(table: pd.DataFrame, *, baseline: str = "without streaming", treatment: str = "with streaming",
+                       title: str = "Time to useful work: pull + run, with and without image streaming"
+                       ) -> alt.FacetChart:
+    """Stacked pull and run time per app and cluster size, the two runs side by side.
+
+    Lazy pulling can move cost from the pull into the run; only the whole bar says what the user waited.
+    """
+    rows = table[table["scope"] == "cluster"]
+    long = []
+    for arm, side in ((baseline, "baseline"), (treatment, "treatment")):
+        for part, col in (("pull", f"pull_wait_s_{side}"), ("run", f"wall_s_{side}")):
+            long.append(pd.DataFrame({"app": rows["app"], "cluster_nodes": rows["cluster_nodes"].astype(int),
+                                      "arm": arm, "part": f"{arm}: {part}", "seconds": rows[col].astype(float)}))
+    data = pd.concat(long, ignore_index=True)
+    order = [f"{baseline}: pull", f"{baseline}: run", f"{treatment}: pull", f"{treatment}: run"]
+    colors = ["#b2182b", "#f4a582", "#2166ac", "#92c5de"]
+    return alt.Chart(data).mark_bar().encode(
+        x=alt.X("cluster_nodes:O", title="Cluster size (nodes)"),
+        xOffset=alt.XOffset("arm:N", sort=[baseline, treatment]),
+        y=alt.Y("sum(seconds):Q", title="Median pull time + application wall time (s)"),
+        color=alt.Color("part:N", sort=order, scale=alt.Scale(domain=order, range=colors), title=""),
+        order=alt.Order("part:N", sort="ascending"),
+        tooltip=["app:N", "cluster_nodes:O", "part:N", alt.Tooltip("seconds:Q", format=".1f")],
+    ).properties(width=220, height=260).facet(
+        facet=alt.Facet("app:N", title=None), columns=2,
+        title=alt.Title(title, subtitle="one application run per cluster size; medians of the pulls"))
