@@ -17,12 +17,14 @@ SMALL = {
     "02-registry-proximity": {"n_boot": 200},
     "03-local-ssd": {"n_boot": 200},
     "04-image-streaming": {"n_boot": 200},
+    "07-cluster-scale": {"n_boot": 200},
 }
 CLAIMS_OF = {
     "01-pull-size-layers": {"size-growth", "layers-no-effect"},
     "02-registry-proximity": {"registry-no-effect"},
     "03-local-ssd": {"ssd-speedup"},
     "04-image-streaming": {"streaming-synthetic", "streaming-apps", "streaming-ml", "soci-example"},
+    "07-cluster-scale": {"scale-variation"},
 }
 
 

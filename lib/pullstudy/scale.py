@@ -128,9 +128,11 @@ def spread_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame
 
     ``pulled_range_s``/``pulled_iqr_s``: spread of the Pulled timestamps across the pods;
     ``node_range_matched_s``: the expected range across as few randomly chosen nodes as any cluster
-    size of this run used for this image (each node's time: the median of its pods'); ``sched_pulled_*``: Scheduled -> Pulled per pod
-    (pods with no Scheduled event are counted in ``sched_missing``, not guessed); ``coverage``: pods
-    recorded per node of the cluster (below 1 where events were lost); both kubelet pull times.
+    size of this run used for this image (each node's time: the median of its pods');
+    ``sched_pulled_*``: Scheduled -> Pulled per pod (pods with no Scheduled event are counted in
+    ``sched_missing``, not guessed); ``image_wall_s``: first pod start (see :func:`pod_start`) to the
+    last Pulled; ``coverage``: pods recorded per node of the cluster (below 1 where events were lost);
+    the medians of both kubelet pull times.
     """
     if pulls.empty:
         raise ValueError("no pulls to summarise")
@@ -256,7 +258,64 @@ def pull_time_ratio(pulls: pd.DataFrame, time: str = "pull_wait_s", *, margin: f
     nodes = pulls["cluster_nodes"]
     res = stats.equivalence_test_log_ratio(rel[ok & (nodes == large)], rel[ok & (nodes == small)],
                                            margin=margin, n_boot=n_boot, seed=seed)
-    return res, small, large
+    return res, int(small), int(large)
+
+
+MEASURES = ("pulled_range_s", "pulled_iqr_s", "node_range_matched_s", "sched_pulled_range_s", "image_wall_s")
+
+
+def growth_table(table: pd.DataFrame, measures: tuple[str, ...] = MEASURES, *, n_boot: int = 2000,
+                 seed: int = 0) -> pd.DataFrame:
+    """The stratified log-log slope of every spread measure, over all runs and per run.
+
+    Also over all runs restricted to images whose Pulled spread is resolved at every cluster size, so
+    a reader can see whether the floor at the timestamp resolution drives the result.
+    """
+    resolution = float(table["resolution_s"].max())
+    resolved_everywhere = table.groupby(["run", "image_key"])["spread_resolved"].transform("all")
+    scopes = [("all runs", table), ("all runs, spread resolved at every size", table[resolved_everywhere])]
+    scopes += [(run, g) for run, g in table.groupby("run", sort=False)]
+    rows = []
+    for scope, part in scopes:
+        for measure in measures:
+            r = stratified_log_slope(part, measure, resolution=resolution, n_boot=n_boot, seed=seed)
+            rows.append({"scope": scope, "measure": measure, "slope": r["slope"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "per_doubling": 2 ** r["slope"], "strata": r["strata"],
+                         "strata_dropped": sum(r["dropped"].values()), "rho_median": r["rho_median"],
+                         "strata_rho_positive": r["strata_rho_positive"],
+                         "strata_rho_negative": r["strata_rho_negative"]})
+    return pd.DataFrame(rows)
+
+
+def pull_time_ratios(pulls: pd.DataFrame, time: str = "pull_wait_s", *, margin: float = 0.10,
+                     n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Median relative pull time, largest over smallest cluster size, over all runs and per run (90% CI)."""
+    rows = []
+    for scope, part in [("all runs", pulls), *pulls.groupby("run", sort=False)]:
+        if part["cluster_nodes"].nunique() < 2:
+            continue
+        eq, small, large = pull_time_ratio(part, time, margin=margin, n_boot=n_boot, seed=seed)
+        rows.append({"scope": scope, "smallest_nodes": small, "largest_nodes": large, "ratio": eq.ratio,
+                     "ci90_low": eq.ci_low, "ci90_high": eq.ci_high, "n_largest": eq.n_baseline,
+                     "n_smallest": eq.n_treatment, "margin": margin, "equivalent": eq.equivalent,
+                     "not_slower": eq.ci_high < 1 + margin})
+    return pd.DataFrame(rows)
+
+
+def span_ratios(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.Series:
+    """Per run: experiment span at its largest over its smallest cluster size.
+
+    Only clusters that pulled every image of the run count (a partial attempt is shorter for that
+    reason alone); several such clusters of one size are averaged.
+    """
+    spans = span_table(pulls, time)
+    spans = spans[spans["images"] == spans.groupby("run")["images"].transform("max")]
+    ratios = {}
+    for run, g in spans.groupby("run"):
+        by_size = g.groupby("cluster_nodes")["span_s"].mean().sort_index()
+        if len(by_size) > 1:
+            ratios[run] = by_size.iloc[-1] / by_size.iloc[0]
+    return pd.Series(ratios, dtype=float)
 
 
 def _sizes_text(sizes: list[int]) -> str:
@@ -307,16 +366,24 @@ def verdict_scale_variation(table: pd.DataFrame, pulls: pd.DataFrame, *, spread:
     parts = [f"spread {'grows' if grows else 'does not grow' if no_growth else 'shows no detectable growth'} "
              f"with cluster size (slope CI [{sl['ci_low']:.2f}, {sl['ci_high']:.2f}])"]
     if grows:
-        parts.append(f"and more than drawing from more nodes alone would give (node-count-matched slope CI "
-                     f"[{matched['ci_low']:.2f}, {matched['ci_high']:.2f}])" if matched["ci_low"] > 0 else
-                     f"but as many randomly chosen nodes as the smallest cluster used spread no more (matched slope "
-                     f"CI [{matched['ci_low']:.2f}, {matched['ci_high']:.2f}]): the growth is what drawing from "
-                     "more nodes gives, not more variation per node")
+        m_ci = f"node-count-matched slope CI [{matched['ci_low']:.3f}, {matched['ci_high']:.3f}]"
+        if matched["ci_low"] > 0:
+            parts.append(f"more than drawing from more nodes alone would give ({m_ci})")
+        elif matched["ci_high"] <= 0:
+            parts.append(f"but none of it beyond what drawing from more nodes gives ({m_ci})")
+        else:
+            parts.append(f"but not detectably beyond what drawing from more nodes gives ({m_ci}): more nodes reach "
+                         "further into the tails, per-node variation may not grow at all")
     wall_trend = "grows" if wall_grows else "shrinks" if wall["ci_high"] < 0 else "shows no detectable change"
     parts.append(f"per-image wall time (first pod start to last Pulled) {wall_trend} "
-                 f"(slope CI [{wall['ci_low']:.2f}, {wall['ci_high']:.2f}])")
+                 f"(slope CI [{wall['ci_low']:.3f}, {wall['ci_high']:.3f}])")
     parts.append(f"pull time {'does not grow by more than ' + format(margin, '.0%') if pull_flat else 'grows by more than ' + format(margin, '.0%') if pull_grows else 'may grow: the CI reaches past +' + format(margin, '.0%')} "
-                 f"from {small} to {large} nodes (ratio {eq.ratio:.2f}, 90% CI [{eq.ci_low:.2f}, {eq.ci_high:.2f}])")
+                 f"from {small} to {large} nodes (ratio {eq.ratio:.3f}, 90% CI [{eq.ci_low:.3f}, {eq.ci_high:.3f}])")
+    spans = span_ratios(pulls, time)
+    if len(spans):
+        parts.append(f"experiment span, {large} vs {small} nodes within each run (clusters with all of the run's "
+                     f"images): median ratio {spans.median():.2f} over {len(spans)} runs "
+                     f"(from {spans.min():.2f} to {spans.max():.2f})")
     dropped = {k: v for k, v in sl["dropped"].items() if v}
     if dropped:
         parts.append("strata left out: " + ", ".join(f"{v} ({k})" for k, v in dropped.items()))

@@ -14,6 +14,7 @@ import pandas as pd
 
 from .charts import cluster_color
 from .pulls import TIME_LABELS
+from .scale import timestamp_resolution
 
 PANEL_WIDTH = 230
 PANEL_HEIGHT = 200
@@ -131,7 +132,8 @@ def scheduled_to_pulled(pulls: pd.DataFrame, *, runs: list[str] | None = None,
         color=cluster_color(),
         tooltip=["run:N", "cluster_nodes:O", "image_key:N", "node:N",
                  alt.Tooltip("sched_pulled_s:Q", format=".1f", title="Scheduled → Pulled (s)")])
-    subtitle = [f"{len(data)} pods, all images of each run; timestamps resolve 1 s",
+    resolution = max(timestamp_resolution(pulls["pulled_at"]), timestamp_resolution(pulls["scheduled_at"]))
+    subtitle = [f"{len(data)} pods, all images of each run; timestamps resolve {resolution:g} s",
                 f"left out: {missing} pods without a Scheduled event, {not_positive} at 0 s (same second)"]
     return _facet(chart, _run_order(data, runs or list(dict.fromkeys(pulls["run"])))).properties(
         title=alt.Title(title, subtitle=subtitle))
