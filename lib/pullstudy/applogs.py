@@ -17,10 +17,8 @@ a file that is not a text log at all raises :class:`AppLogError` naming it.
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
-import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -31,6 +29,7 @@ import pandas as pd
 from . import catalog, stats
 from .backends import archive
 from .claims import Verdict
+from .rawfiles import read_raw_bytes
 from .events import DurationError, parse_go_duration, split_image
 from .paths import raw_dir
 from .pulls import image_key
@@ -116,16 +115,7 @@ def _identify(stem: str, images: Iterable[str]) -> tuple[str | None, str | None]
 
 
 def _read_text(path: Path) -> str:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise AppLogError(f"{path}: broken or truncated gzip stream ({exc}); fetch it again with "
-                              "`make data`") from None
-    if b"\0" in raw:
-        raise AppLogError(f"{path}: binary content (NUL bytes), not an application log")
-    return raw.decode("utf-8", errors="replace")
+    return read_raw_bytes(path, "an application log", AppLogError).decode("utf-8", errors="replace")
 
 
 def parse_app_log(path: str | Path, *, run: str | None = None, cluster_nodes: int | None = None,

@@ -13,9 +13,7 @@ at all (binary, a truncated gzip stream, a truncated JSON document, no JSON in i
 from __future__ import annotations
 
 import bisect
-import gzip
 import re
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,8 @@ from typing import Iterable, Iterator
 
 import orjson
 import pandas as pd
+
+from .rawfiles import read_raw_bytes
 
 RECORD_COLUMNS = [
     "study", "run", "condition", "backend", "cluster_nodes", "node", "image", "tag", "layers", "size_bytes",
@@ -158,16 +158,7 @@ def empty_records() -> pd.DataFrame:
 
 
 def _open_bytes(path: Path) -> bytes:
-    """The file's content, decompressed if it is gzip (by its magic bytes, not its name)."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise EventFileError(f"{path}: broken or truncated gzip stream ({exc})") from None
-    if b"\0" in raw[:65536]:
-        raise EventFileError(f"{path}: binary content (NUL bytes), not JSON events")
-    return raw
+    return read_raw_bytes(path, "JSON events", EventFileError)
 
 
 def iter_event_objects(path: str | Path, skipped: Counter,
