@@ -15,7 +15,8 @@ def runs():
 
 
 def test_committed_catalog_is_a_fresh_build_of_the_manifest():
-    fresh = catalog.to_json(catalog.build(data.load_manifest()))
+    manifest = data.load_manifest()
+    fresh = catalog.to_json(catalog.build(manifest), catalog.build_sets(manifest))
     committed = json.loads(catalog.catalog_path().read_text())
     assert committed == json.loads(json.dumps(fresh)), "run `make catalog` and commit data/catalog.json"
 
@@ -95,3 +96,15 @@ def test_archive_marks_the_study_images_from_the_study_file(raw):
                                                .read_text())["tags"])
     assert (study["content"] == "zeros").all() and (rec.loc[~rec["study_image"], "content"] == "unknown").all()
     assert (rec["backend"] == "archive").all() and (rec["run"] == "pulling/run1").all()
+
+
+def test_every_similarity_and_container_size_file_is_in_a_set():
+    sets = catalog.load_sets()
+    listed = [f for s in sets for f in s.files]
+    assert len(listed) == len(set(listed))
+    wanted = {f.path for f in data.load_manifest().files
+              if "experiments/similarity/" in f.path or "container-sizes/" in f.path}
+    assert set(listed) == wanted
+    assert {s.id for s in sets} >= {"similarity/containers", "similarity/performance-study", "similarity/spack"}
+    with pytest.raises(KeyError, match="known sets"):
+        catalog.get_set("similarity/nothing", sets)

@@ -83,6 +83,62 @@ CONDITIONS: dict[tuple[str, str], dict] = {
                               "description": "the same design on AWS EKS"},
 }
 
+# Container sets whose manifests and configs were archived: the layer-similarity study reads them.
+SETS: dict[str, dict] = {
+    "similarity/containers": {
+        "source": CHONKS, "folder": "experiments/similarity/data/containers/containers",
+        "outputs": "experiments/similarity/data/similarity/containers",
+        "description": "ensemble containers: the same applications built to share base layers (best effort)"},
+    "similarity/performance-study": {
+        "source": CHONKS, "folder": "experiments/similarity/data/containers/performance-study",
+        "outputs": "experiments/similarity/data/similarity/performance-study",
+        "description": "the performance study's CPU containers: some care taken to share layers"},
+    "similarity/spack": {
+        "source": CHONKS, "folder": "experiments/similarity/data/containers/spack",
+        "outputs": "experiments/similarity/data/similarity/spack",
+        "description": "spack builds: one large environment layer per application (little sharing)"},
+    "container-sizes/performance-study": {
+        "source": "performance-study", "folder": "analysis/container-sizes/data/containers",
+        "outputs": "analysis/container-sizes/data/similarity", "extra": ("analysis/container-sizes/data/all-containers.json",),
+        "description": "every container of the performance study (CPU and GPU builds, several clouds, many tags)"},
+}
+
+
+@dataclass(frozen=True)
+class ContainerSet:
+    id: str
+    source: str
+    folder: str  # under data/raw/<source>/
+    outputs: str | None  # the upstream's own results for this set, kept for checking
+    description: str
+    extra: tuple[str, ...] = ()  # other files of the set, e.g. the list of images it was made from
+    files: tuple[str, ...] = field(repr=False, default=())
+
+
+def build_sets(manifest: Manifest) -> list[ContainerSet]:
+    """Every archived container set with its files (manifests and the upstream outputs)."""
+    out = []
+    for set_id, spec in SETS.items():
+        prefixes = [spec["folder"] + "/"] + ([spec["outputs"] + "/"] if spec["outputs"] else [])
+        files = tuple(sorted(f.path for f in manifest.files if f.source == spec["source"] and (
+            f.path.startswith(tuple(prefixes)) or f.path in spec.get("extra", ()))))
+        out.append(ContainerSet(id=set_id, files=files, **spec))
+    return out
+
+
+def load_sets(path: str | Path | None = None) -> list[ContainerSet]:
+    doc = json.loads(Path(path or catalog_path()).read_text())
+    return [ContainerSet(**{**s, "files": tuple(s["files"]), "extra": tuple(s["extra"])}) for s in doc["sets"]]
+
+
+def get_set(set_id: str, sets: list[ContainerSet] | None = None) -> ContainerSet:
+    sets = sets if sets is not None else load_sets()
+    for s in sets:
+        if s.id == set_id:
+            return s
+    raise KeyError(f"no container set {set_id!r} in the catalog; known sets: {', '.join(s.id for s in sets)}")
+
+
 _METADATA = re.compile(r"^experiments/(?P<experiment>pulling[^/]*)/metadata/(?P<rest>.+)$")
 _NODES_IN_NAME = re.compile(r"(?:events-size|nodes)-(\d+)-")
 
@@ -166,11 +222,12 @@ def build(manifest: Manifest) -> list[Run]:
     return runs
 
 
-def to_json(runs: list[Run]) -> dict:
+def to_json(runs: list[Run], sets: list[ContainerSet] | None = None) -> dict:
     return {
-        "about": "Pulling runs of the archived upstream experiments and their conditions. "
-                 "Built from data/manifest.json by `python -m pullstudy.catalog build`.",
+        "about": "Pulling runs of the archived upstream experiments and their conditions, and the archived "
+                 "container sets. Built from data/manifest.json by `python -m pullstudy.catalog build`.",
         "runs": [asdict(r) for r in runs],
+        "sets": [asdict(s) for s in (sets or [])],
     }
 
 
@@ -247,7 +304,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.command == "build":
         out = Path(args.out) if args.out else catalog_path()
-        out.write_text(json.dumps(to_json(build(load_manifest(args.manifest))), indent=1) + "\n")
+        manifest = load_manifest(args.manifest)
+        out.write_text(json.dumps(to_json(build(manifest), build_sets(manifest)), indent=1) + "\n")
         print(f"wrote {out}")
         return 0
     for r in load():

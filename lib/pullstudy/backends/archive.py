@@ -10,10 +10,12 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import catalog
 from ..events import ParseResult, parse_events, split_image
+from ..manifests import HISTORY_COLUMNS, LAYER_COLUMNS, LAYOUT_FILE, ImageSet, read_set
 from ..paths import raw_dir
 
 
@@ -63,10 +65,8 @@ def load_run(run: str | catalog.Run, cluster_nodes: Iterable[int] | None = None,
     return out
 
 
-def load_summary(results: dict[str, ParseResult]) -> "pd.DataFrame":
+def load_summary(results: dict[str, ParseResult]) -> pd.DataFrame:
     """One row per run: files read and unavailable, items read, records, and skips by reason."""
-    import pandas as pd
-
     rows = []
     for run_id, r in results.items():
         row = {"run": run_id, "files_read": len(r.files), "files_unavailable": len(r.unavailable),
@@ -77,10 +77,29 @@ def load_summary(results: dict[str, ParseResult]) -> "pd.DataFrame":
     return pd.DataFrame(rows).fillna(0)
 
 
+def load_container_set(set_id_or_folder: str | Path, *, raw: str | Path | None = None):
+    """A catalog container set (by id) or any folder of manifests, and the files it lacks here.
+
+    A folder is read as it is (a set fetched with ``pullstudy.registry`` or made by hand); a catalog
+    set reads its manifests from data/raw and lists the manifest files this machine does not have.
+    """
+    folder = Path(set_id_or_folder)
+    if folder.is_dir():
+        return read_set(folder, folder.name), []
+    spec = catalog.get_set(str(set_id_or_folder))
+    raw = Path(raw) if raw else raw_dir()
+    wanted = [f for f in spec.files if f.startswith(spec.folder + "/") and f.endswith(LAYOUT_FILE)]
+    missing = [f"{spec.source}/{f}" for f in wanted if not (raw / spec.source / f).is_file()]
+    root = raw / spec.source / spec.folder
+    if not root.is_dir():
+        return ImageSet(spec.id, pd.DataFrame(columns=LAYER_COLUMNS), pd.DataFrame(columns=HISTORY_COLUMNS)), missing
+    return read_set(root, spec.id), missing
+
+
 def load_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = None, **kwargs) -> ParseResult:
     runs = kwargs.pop("runs", None) or catalog.load()
     nodes = list(cluster_nodes) if cluster_nodes is not None else None
     return ParseResult.combine(load_run(r, nodes, runs=runs, **kwargs) for r in run_ids)
 
 
-__all__ = ["condition_label", "load_run", "load_runs", "load_summary", "study_images", "split_image"]
+__all__ = ["condition_label", "load_container_set", "load_run", "load_runs", "load_summary", "study_images", "split_image"]
