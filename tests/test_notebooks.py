@@ -17,6 +17,7 @@ SMALL = {
     "02-registry-proximity": {"n_boot": 200},
     "03-local-ssd": {"n_boot": 200},
     "04-image-streaming": {"n_boot": 200},
+    "05-layer-similarity": {},
     "07-cluster-scale": {"n_boot": 200},
 }
 CLAIMS_OF = {
@@ -24,6 +25,7 @@ CLAIMS_OF = {
     "02-registry-proximity": {"registry-no-effect"},
     "03-local-ssd": {"ssd-speedup"},
     "04-image-streaming": {"streaming-synthetic", "streaming-apps", "streaming-ml", "soci-example"},
+    "05-layer-similarity": {"similarity-sets", "similarity-clusters"},
     "07-cluster-scale": {"scale-variation"},
 }
 
@@ -103,3 +105,32 @@ def test_a_comparison_notebook_refuses_runs_without_common_images(tmp_path, raw)
                          parameters={"treatment_run": "pulling-test/streaming", "n_boot": 100})
     assert not runs[-1].ok
     assert "ComparisonError" in runs[-1].error and "no image in common" in runs[-1].error
+
+
+def test_layer_similarity_reproduces_the_published_sets(executed):
+    _, folder = executed["05-layer-similarity"]
+    import pandas as pd
+    summary = pd.read_csv(folder / "similarity-summary.csv").set_index(["set", "measure"])
+    published = {"containers": (0.659, 0.128), "performance-study": (0.4027, 0.384), "spack": (0.2, 0.327)}
+    for name, (mean, std) in published.items():
+        row = summary.loc[(name, "digest")]
+        assert abs(row["mean (with diagonal)"] - mean) < 5e-4 and abs(row["std (with diagonal)"] - std) < 5e-4
+    assert (summary["max |ours - upstream|"] < 1e-9).all()
+
+
+def test_layer_similarity_names_and_leaves_out_a_broken_manifests_file(tmp_path, raw):
+    import shutil
+    folder = tmp_path / "fresh-set"
+    src = raw / "container-chonks/experiments/similarity/data/containers/containers/ghcr.io/converged-computing"
+    for name in ("ensemble-osu", "ensemble-lammps", "ensemble-minife"):
+        shutil.copytree(src / name, folder / "ghcr.io/converged-computing" / name)
+    broken = folder / "ghcr.io/converged-computing/ensemble-broken/manifests-config-layers.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"manifests": {"latest": {"schemaVersion": 2, "layers": [')
+    runs = run_notebooks(notebooks_dir(), tmp_path / "results", only=["05-layer-similarity"], progress=False,
+                         parameters={"sets": [str(folder)]})
+    assert runs[-1].ok, runs[-1].error
+    metrics = json.loads((tmp_path / "results/05-layer-similarity/metrics.json").read_text())
+    assert any("ensemble-broken" in reason and "not valid JSON" in reason for reason in metrics["excluded"])
+    summary = (tmp_path / "results/05-layer-similarity/similarity-summary.csv").read_text()
+    assert "fresh-set,digest,3," in summary

@@ -96,10 +96,24 @@ def load_container_set(set_id_or_folder: str | Path, *, raw: str | Path | None =
     return read_set(root, spec.id), missing
 
 
+def container_set_outputs(set_id_or_folder: str | Path, *, raw: str | Path | None = None) -> Path | None:
+    """The folder of the upstream's own results for a catalog set, if it has one and it is here.
+
+    None for a plain folder of manifests: nobody archived results for it.
+    """
+    if Path(set_id_or_folder).is_dir():
+        return None
+    spec = catalog.get_set(str(set_id_or_folder))
+    if not spec.outputs:
+        return None
+    folder = (Path(raw) if raw else raw_dir()) / spec.source / spec.outputs
+    return folder if folder.is_dir() else None
+
+
 def load_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = None, **kwargs) -> ParseResult:
     runs = kwargs.pop("runs", None) or catalog.load()
     nodes = list(cluster_nodes) if cluster_nodes is not None else None
     return ParseResult.combine(load_run(r, nodes, runs=runs, **kwargs) for r in run_ids)
 
 
-__all__ = ["condition_label", "load_container_set", "load_run", "load_runs", "load_summary", "study_images", "split_image"]
+__all__ = ["condition_label", "container_set_outputs", "load_container_set", "load_run", "load_runs", "load_summary", "study_images", "split_image"]
