@@ -9,12 +9,13 @@ DATA_ARGS ?=
 REPRODUCE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env data verify-data reproduce test lab catalog clean distclean
+.PHONY: help env data verify-data reproduce test lab bench catalog clean distclean
 
 help:
 	@echo "make reproduce    fetch + verify the archived data, run every notebook into results/"
 	@echo "make test         fetch + verify the data, run the test suite"
 	@echo "make lab          JupyterLab on notebooks/ (127.0.0.1)"
+	@echo "make bench        the benchmarks (each against its baseline, in the same run)"
 	@echo "make data         fill data/raw/ from \$$PULLSTUDY_DATA_MIRROR or by download, verifying every file"
 	@echo "make verify-data  re-check data/raw/: names every missing, altered or unknown file"
 	@echo "make clean        remove results/ and caches (keeps .venv and data/raw)"
@@ -42,6 +43,10 @@ reproduce: data
 
 test: data
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: data
+	$(PY) benchmarks/parse_events.py
+	$(PY) benchmarks/similarity.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks
