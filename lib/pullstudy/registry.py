@@ -287,33 +287,27 @@ def _get_manifest(client: Client, ref: Reference, reference: str) -> tuple[dict,
     url = f"{client.prefix}://{ref.container.manifest_url(reference)}"
     response = client.do_request(url, "GET", headers={"Accept": ACCEPT})
     _check(client, response, ref, "manifest", reference)
-    body = response.content
-    digest = "sha256:" + hashlib.sha256(body).hexdigest()
-    if reference.startswith("sha256:") and digest != reference:
-        raise FetchError(f"manifest {reference} arrived with digest {digest}: corrupted in transit or by the registry")
-    try:
-        manifest = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FetchError(f"manifest {reference} is not JSON ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise FetchError(f"manifest {reference} is not a JSON object")
-    return manifest, digest  # as served: raw inputs are kept as they came
+    return _verified_json(response.content, reference, "manifest")  # as served: raw inputs are kept as they came
 
 
 def _get_config(client: Client, ref: Reference, digest: str) -> dict:
     response = client.get_blob(ref.container, digest)
     _check(client, response, ref, "config blob", digest)
-    body = response.content
-    actual = "sha256:" + hashlib.sha256(body).hexdigest()
-    if digest.startswith("sha256:") and actual != digest:
-        raise FetchError(f"config blob {digest} arrived with digest {actual}")
+    return _verified_json(response.content, digest, "config blob")[0]
+
+
+def _verified_json(body: bytes, reference: str, what: str) -> tuple[dict, str]:
+    """A JSON object whose bytes hash to the digest it was asked for by (when asked for by digest)."""
+    digest = "sha256:" + hashlib.sha256(body).hexdigest()
+    if reference.startswith("sha256:") and digest != reference:
+        raise FetchError(f"{what} {reference} arrived with digest {digest}: corrupted in transit or by the registry")
     try:
-        config = json.loads(body)
+        doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise FetchError(f"config blob {digest} is not JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise FetchError(f"config blob {digest} is JSON but not an object")
-    return config
+        raise FetchError(f"{what} {reference} is not JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise FetchError(f"{what} {reference} is JSON but not an object")
+    return doc, digest
 
 
 def _check(client: Client, response: requests.Response, ref: Reference, what: str, reference: str) -> None:
