@@ -273,6 +273,7 @@ h1{margin-bottom:.2em} h2{margin-top:2em;border-bottom:1px solid #ddd;padding-bo
 table{border-collapse:collapse;width:100%;font-size:.9em;margin:.5em 0}
 th,td{border:1px solid #ddd;padding:.35em .5em;text-align:left;vertical-align:top}
 th{background:#f4f4f4} td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.unit{display:block;white-space:normal;font-size:.8em;color:#666;max-width:9em;margin-left:auto}
 .v-ok{background:#d4edda} .v-partly{background:#fff3cd} .v-no{background:#f8d7da} .v-na{background:#e9ecef}
 .status-ok{color:#1b7a2f;font-weight:bold} .status-failed{color:#b00020;font-weight:bold}
 pre.error{background:#fdecee;border-left:4px solid #b00020;padding:.6em;white-space:pre-wrap}
@@ -314,12 +315,12 @@ def _claims_html(table: pd.DataFrame) -> str:
     rows = []
     for r in table.itertuples(index=False):
         ci = f"[{_fmt(r.ci_low)}, {_fmt(r.ci_high)}]" if _fmt(r.ci_low) or _fmt(r.ci_high) else ""
-        value = f"{_fmt(r.value)} {r.unit}".strip() if _fmt(r.value) else ""
+        value = (f"{_e(_fmt(r.value))}<span class=\"unit\">{_e(r.unit)}</span>" if _fmt(r.value) else "")
         notebook = f'<a href="#{_e(r.notebook)}">{_e(r.notebook)}</a>' if r.notebook else ""
         rows.append(
             f"<tr><td><code>{_e(r.claim_id)}</code></td><td>{_e(r.study)}</td><td>{_e(r.claim)}</td>"
             f"<td>{_e(r.figure)}</td><td class=\"{_VERDICT_CLASS[r.verdict]}\">{_e(r.verdict)}</td>"
-            f"<td>{_e(r.measured)}</td><td class=\"num\">{_e(value)}</td>"
+            f"<td>{_e(r.measured)}</td><td class=\"num\">{value}</td>"
             f"<td class=\"num\">{_e(ci)}</td><td class=\"num\">{_e(_fmt(r.n))}</td>"
             f"<td>{_e(r.reason)}</td><td>{notebook}</td></tr>"
         )
