@@ -7,13 +7,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_ARGS ?=
 REPRODUCE_ARGS ?=
+STUDY ?=
+BACKEND ?= archive
+RUN_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: help env data verify-data reproduce test lab bench catalog clean distclean
+.PHONY: help env data verify-data reproduce run test lab bench catalog clean distclean
 
 help:
 	@echo "make reproduce    fetch + verify the archived data, run every notebook into results/"
 	@echo "make test         fetch + verify the data, run the test suite"
+	@echo "make run STUDY=03-local-ssd BACKEND=local   one study; BACKEND=local measures on this machine"
 	@echo "make lab          JupyterLab on notebooks/ (127.0.0.1)"
 	@echo "make bench        the benchmarks (each against its baseline, in the same run)"
 	@echo "make data         fill data/raw/ from \$$PULLSTUDY_DATA_MIRROR or by download, verifying every file"
@@ -40,6 +44,10 @@ catalog: $(STAMP)
 
 reproduce: data
 	$(PY) -m pullstudy.reproduce $(REPRODUCE_ARGS)
+
+run: data
+	@test -n "$(STUDY)" || { echo "usage: make run STUDY=<notebook, e.g. 03-local-ssd> [BACKEND=archive|local] [RUN_ARGS='-p key=value']"; exit 2; }
+	$(PY) -m pullstudy.reproduce --only $(STUDY) --results results/$(BACKEND) -p backend=$(BACKEND) $(RUN_ARGS)
 
 test: data
 	$(PY) -m pytest $(PYTEST_ARGS)
