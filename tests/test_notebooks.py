@@ -18,6 +18,7 @@ SMALL = {
     "03-local-ssd": {"n_boot": 200},
     "04-image-streaming": {"n_boot": 200},
     "05-layer-similarity": {},
+    "06-gpu-usernetes-check": {},
     "07-cluster-scale": {"n_boot": 200},
 }
 CLAIMS_OF = {
@@ -26,6 +27,7 @@ CLAIMS_OF = {
     "03-local-ssd": {"ssd-speedup"},
     "04-image-streaming": {"streaming-synthetic", "streaming-apps", "streaming-ml", "soci-example"},
     "05-layer-similarity": {"similarity-sets", "similarity-clusters"},
+    "06-gpu-usernetes-check": {"gpu-usernetes"},
     "07-cluster-scale": {"scale-variation"},
 }
 
@@ -134,3 +136,12 @@ def test_layer_similarity_names_and_leaves_out_a_broken_manifests_file(tmp_path,
     assert any("ensemble-broken" in reason and "not valid JSON" in reason for reason in metrics["excluded"])
     summary = (tmp_path / "results/05-layer-similarity/similarity-summary.csv").read_text()
     assert "fresh-set,digest,3," in summary
+
+
+def test_gpu_check_flags_the_degraded_archived_nodes_by_name(executed):
+    _, folder = executed["06-gpu-usernetes-check"]
+    import pandas as pd
+    degraded = pd.read_csv(folder / "archive-degraded-nodes.csv")
+    assert len(degraded) > 0 and degraded["node"].astype(str).str.startswith("gke-").all()
+    verdict = json.loads((folder / "metrics.json").read_text())["verdicts"][0]
+    assert verdict["verdict"] == "not testable here" and "GPU" in verdict["reason"]

@@ -1,0 +1,424 @@
+"""The local study runner: a real registry and a real containerd on this machine, pulls timed cold.
+
+For each repetition the images x conditions are shuffled (seeded), and every pull starts cold:
+containerd is stopped and its whole root and state are deleted (content, snapshots, metadata), as the
+SOCI and stargz benchmark suites do. A pull is timed in two steps with the real ``ctr``:
+
+- ``fetch``: ``ctr content fetch --plain-http REF`` (manifest, config and compressed layers into the
+  content store: the transfer);
+- ``unpack``: ``ctr images pull --plain-http REF`` with the content present (it re-resolves the
+  manifest with the registry, finds every blob present, and unpacks the layers into the overlayfs
+  snapshotter: the write-out);
+- ``pull_s``: from the start of the fetch to the end of the unpack. There is no kubelet and so no
+  queue of pulls: ``pull_wait_s`` equals ``pull_s``.
+
+Both commands run with ctr's ``--debug``: without it ctr draws a progress display that holds each
+command until its next 100 ms tick (a 4 MB pull then reads 0.11 s + 0.13 s instead of 0.04 s +
+0.04 s); with it ctr draws none (its own rule). The times include starting ``ctr`` (~20 ms).
+
+Conditions: storage (containerd's root on a tmpfs or on a disk directory) x registry link (loopback,
+or a registry in its own network namespace behind a tbf-shaped veth). One registry storage serves
+both links: the images are pushed once to the registry on 127.0.0.1 (so pushes are not shaped), and a
+second, read-only registry process in the namespace serves the same storage directory, so both links
+serve byte-identical images. What this machine cannot provide is written to ``conditions.json`` as
+unavailable with the reason and skipped, never simulated.
+
+Cold means cold on the pulling side. The registry's blobs stay in the page cache between pulls (a warm
+registry, as a busy real one is); caches are not dropped because that would disturb the whole machine.
+``image_size_reported`` is the bytes in containerd's content store after the fetch (manifest, config,
+compressed layers), what the kubelet's "Image size" reports. ``link_mbit_measured`` is the shaped
+link's rate measured at setup (a timed transfer); loopback is neither shaped nor measured (empty).
+
+Out: ``raw/records.jsonl`` (one complete line per pull, flushed as it happens), ``records.csv`` (the
+tidy table), ``conditions.json``, ``run.json`` (a catalog-style entry, see :func:`catalog_entry`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+import socket
+import time
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+import orjson
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .. import catalog
+from ..events import RECORD_COLUMNS, _typed, decode_tag
+from .services import (Cleanup, ConditionUnavailable, Containerd, DiskFull, RateLimitedLink, Registry,
+                       ScratchDir, ServiceError, Tmpfs, mount_of)
+
+STORAGES = ("disk", "tmpfs")
+LINKS = ("loopback", "rate-limited")
+CONTENTS = ("zeros", "random", "mixed")
+EXTRA_COLUMNS = ["fetch_s", "unpack_s", "repetition", "sequence", "storage", "link", "link_mbit_measured",
+                 "containerd_version", "snapshotter", "root_fstype", "root_device"]
+LOCAL_COLUMNS = RECORD_COLUMNS + EXTRA_COLUMNS
+SNAPSHOTTER = "overlayfs"
+MiB = 1024 * 1024
+
+
+class LocalRunError(RuntimeError):
+    """The run stopped; the message names the image, the condition and what to do."""
+
+
+@dataclass(frozen=True)
+class LocalGrid:
+    """What to measure: sizes x layers x contents x storage x links, each pulled ``repetitions`` times."""
+
+    sizes_bytes: tuple[int, ...]
+    layers: tuple[int, ...]
+    contents: tuple[str, ...] = ("zeros",)
+    repetitions: int = 3
+    storage: tuple[str, ...] = STORAGES
+    links: tuple[str, ...] = ("loopback",)
+    rate_mbit: float = 100.0
+    seed: int = 0
+    delay_ms: float | None = None   # one-way, each direction, on the rate-limited link; needs netem
+    tmpfs_size: int | None = None   # bytes; default 3 x the largest image + 256 MiB
+    disk_dir: str | None = None     # where "disk" puts containerd's root; default a new dir in /var/tmp
+
+    def __post_init__(self):
+        for name in ("sizes_bytes", "layers", "contents", "storage", "links"):
+            value = getattr(self, name)
+            object.__setattr__(self, name, tuple([value] if isinstance(value, (int, str)) else value))
+        checks = [(self.contents, CONTENTS, "contents"), (self.storage, STORAGES, "storage"), (self.links, LINKS, "links")]
+        for values, allowed, what in checks:
+            bad = set(values) - set(allowed)
+            if bad or not values:
+                raise ValueError(f"{what} must be a non-empty subset of {allowed}, got {values}")
+        if not self.sizes_bytes or min(self.sizes_bytes) <= 0 or not self.layers or min(self.layers) < 1:
+            raise ValueError("sizes_bytes must be positive and layers at least 1")
+        if self.repetitions < 1:
+            raise ValueError("repetitions must be at least 1")
+
+    def images(self) -> list[dict]:
+        """Every image of the grid (content, layers, size), each with its own seed."""
+        combos = [(c, n, s) for c in self.contents for n in self.layers for s in self.sizes_bytes]
+        return [{"content": c, "layers": n, "size_bytes": s, "seed": self.seed + i} for i, (c, n, s) in enumerate(combos)]
+
+    def pulls(self) -> int:
+        return len(self.images()) * len(self.storage) * len(self.links) * self.repetitions
+
+
+@dataclass
+class Condition:
+    """One storage x link combination, what provides it, and whether this machine could."""
+
+    storage: str
+    link: str
+    available: bool = True
+    reason: str | None = None
+    details: dict = field(default_factory=dict)
+    containerd: Containerd | None = field(default=None, repr=False)
+    registry_host: str | None = None
+    link_mbit_measured: float | None = None
+
+    @property
+    def name(self) -> str:
+        return f"storage={self.storage},link={self.link}"
+
+    def to_json(self) -> dict:
+        return {"condition": self.name, "storage": self.storage, "link": self.link, "available": self.available,
+                "reason": self.reason, "link_mbit_measured": self.link_mbit_measured, **self.details}
+
+
+@dataclass(frozen=True)
+class PullTiming:
+    fetch_s: float
+    unpack_s: float
+    pull_s: float
+    fetched_bytes: int
+    pulling_at: str
+    pulled_at: str
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def cold_pull(ctd: Containerd, ref: str) -> PullTiming:
+    """Wipe containerd, then time fetch (content fetch) and unpack (images pull with content present)."""
+    ctd.wipe()
+    pulling_at, t0 = _now(), time.perf_counter()
+    ctd.ctr("--debug", "content", "fetch", "--plain-http", ref)
+    t1 = time.perf_counter()
+    ctd.ctr("--debug", "images", "pull", "--plain-http", "--snapshotter", ctd.snapshotter, ref)
+    t2 = time.perf_counter()
+    return PullTiming(t1 - t0, t2 - t1, t2 - t0, ctd.content_bytes(), pulling_at, _now())
+
+
+def _append(fd: int, record: dict) -> None:
+    """One complete line per record, in one write, synced: an interrupted run leaves whole lines only."""
+    line = orjson.dumps(record) + b"\n"
+    written = os.write(fd, line)
+    if written != len(line):  # a short write to a regular file means the disk is full
+        os.ftruncate(fd, os.lseek(fd, 0, os.SEEK_END) - written)
+        raise LocalRunError("records.jsonl: short write (disk full?); the partial line was removed")
+    os.fsync(fd)
+
+
+def _default_craft() -> Callable:
+    try:
+        from .. import crafter
+    except ImportError as exc:
+        raise LocalRunError(f"pullstudy.crafter is not available ({exc}): pass craft= to run()") from None
+    return crafter.craft
+
+
+def _machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"hostname": socket.gethostname(), "cpu_model": cpu, "cpus": os.cpu_count(),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def _craft_all(craft: Callable, registry: Registry, grid: LocalGrid, progress: bool) -> list[dict]:
+    """Push every image of the grid; any failure (after the crafter's own retries) stops the run."""
+    images = []
+    for spec in tqdm(grid.images(), desc="craft", unit="image", disable=not progress):
+        repository = f"pullstudy/{spec['content']}"
+        what = f"{spec['content']} image of {spec['layers']} layers, {spec['size_bytes']} bytes"
+        try:
+            crafted = craft(registry.host, repository, layers=spec["layers"], size_bytes=spec["size_bytes"],
+                            content=spec["content"], seed=spec["seed"], insecure=True)
+        except Exception as exc:
+            raise LocalRunError(f"pushing the {what} to {registry.host}/{repository} failed: {exc}; "
+                                "no pull was measured, no record written") from exc
+        images.append({**spec, "repository": repository, "tag": crafted.tag,
+                       "compressed_bytes": getattr(crafted, "compressed_bytes", None)})
+    return images
+
+
+def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Condition]:
+    """Start what each condition needs; a condition this machine cannot provide is marked, not faked."""
+    stores: dict[str, tuple[Containerd | None, str | None, dict]] = {}
+    largest = max(grid.sizes_bytes)
+    for storage in grid.storage:
+        try:
+            if storage == "tmpfs":
+                fs = stack.enter_context(Tmpfs(grid.tmpfs_size or 3 * largest + 256 * MiB))
+                root = fs.path / "containerd"
+            else:
+                base = stack.enter_context(ScratchDir(grid.disk_dir or "/var/tmp", "pullstudy-disk-")).path
+                _, fstype, _ = mount_of(base)
+                if fstype in ("tmpfs", "ramfs"):
+                    raise ConditionUnavailable(f"the disk directory {base} is on {fstype}: pass disk_dir= on a disk")
+                root = base / "containerd"
+            ctd = stack.enter_context(Containerd(root, snapshotter=SNAPSHOTTER))
+            stores[storage] = (ctd, None, {"root_fstype": ctd.root_fstype, "root_device": ctd.root_device})
+        except ConditionUnavailable as exc:
+            stores[storage] = (None, exc.reason, {})
+    links: dict[str, tuple[str | None, float | None, str | None, dict]] = {}
+    for link in grid.links:
+        if link == "loopback":
+            links[link] = (registry.host, None, None, {"registry": registry.url})
+            continue
+        try:
+            shaped = stack.enter_context(RateLimitedLink(grid.rate_mbit, grid.delay_ms))
+            twin = stack.enter_context(Registry(netns=shaped, storage_dir=registry.storage_dir, readonly=True))
+            measured = shaped.measure(min(8 * MiB, max(2 * MiB, int(grid.rate_mbit * 1e6 / 8 * 0.5))))
+            links[link] = (twin.host, measured, None, {
+                "registry": twin.url, "link_mbit_configured": grid.rate_mbit, "netns": shaped.netns,
+                "link_measurements": shaped.measurements, "delay_ms": grid.delay_ms})
+        except ConditionUnavailable as exc:
+            links[link] = (None, None, exc.reason, {"link_mbit_configured": grid.rate_mbit, "delay_ms": grid.delay_ms})
+    conditions = []
+    for storage in grid.storage:
+        ctd, s_reason, s_details = stores[storage]
+        for link in grid.links:
+            host, measured, l_reason, l_details = links[link]
+            reasons = [r for r in (s_reason, l_reason) if r]
+            conditions.append(Condition(storage, link, not reasons, "; ".join(reasons) or None,
+                                        {**s_details, **l_details}, ctd, host, measured))
+    return conditions
+
+
+def _record(name: str, image: dict, cond: Condition, timing: PullTiming, rep: int, seq: int, ref: str,
+            versions: dict) -> dict:
+    layers, size = decode_tag(image["tag"])
+    ctd = cond.containerd
+    return {
+        "study": "local", "run": name, "condition": cond.name, "backend": "local", "cluster_nodes": 1,
+        "node": socket.gethostname(), "image": ref, "tag": image["tag"], "layers": layers, "size_bytes": size,
+        "content": image["content"], "image_size_reported": timing.fetched_bytes,
+        "pull_s": timing.pull_s, "pull_wait_s": timing.pull_s, "cache_hit": False,
+        "pulling_at": timing.pulling_at, "pulled_at": timing.pulled_at, "started_at": None,
+        "source": f"raw/records.jsonl:{seq + 1}", "pod": None, "scheduled_at": None, "study_image": True,
+        "fetch_s": timing.fetch_s, "unpack_s": timing.unpack_s, "repetition": rep, "sequence": seq,
+        "storage": cond.storage, "link": cond.link, "link_mbit_measured": cond.link_mbit_measured,
+        "containerd_version": versions["containerd"], "snapshotter": ctd.snapshotter,
+        "root_fstype": ctd.root_fstype, "root_device": ctd.root_device,
+    }
+
+
+def _write_json(path: Path, doc) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    tmp.replace(path)
+
+
+def _run_entry(name: str, grid: LocalGrid, machine: dict, versions: dict, conditions: list[Condition],
+               status: str, out: Path, **extra) -> dict:
+    """A catalog-style entry: the catalog.Run fields, then what a local run adds."""
+    storages = sorted({f"{c.storage} ({c.details.get('root_fstype', '?')} {c.details.get('root_device', '?')})"
+                       for c in conditions if c.available})
+    files = [{"path": p, "kind": k, "cluster_nodes": 1, "size": (out / p).stat().st_size if (out / p).exists() else None}
+             for p, k in (("raw/records.jsonl", "records"), ("records.csv", "tidy"), ("conditions.json", "conditions"))]
+    return {
+        "id": f"local/{name}", "source": "local", "experiment": "local", "run": name, "provider": "local",
+        "machine_type": f"{machine['hostname']} / {machine['cpu_model']} ({machine['cpus']} CPUs)", "region": None,
+        "registry": f"CNCF distribution {versions.get('registry', '?')} on this machine, links: {', '.join(grid.links)}",
+        "ephemeral_storage": "; ".join(storages) or "none available", "image_streaming": False,
+        "image_content": ", ".join(grid.contents), "study_file": "run.json",
+        "description": f"local backend: {len(grid.sizes_bytes)} sizes x {len(grid.layers)} layer counts x "
+                       f"{len(grid.contents)} contents, {grid.repetitions} cold pulls each, per condition",
+        "node_counts": [1], "files": files,
+        "status": status, "machine": machine, "versions": versions, "grid": asdict(grid),
+        "conditions": [c.to_json() for c in conditions], **extra,
+    }
+
+
+def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], fd: int, name: str,
+              versions: dict, progress: bool, counter: list[int]) -> None:
+    """Every repetition: shuffle images x conditions, pull each cold, append its record at once."""
+    rng = random.Random(grid.seed)
+    with tqdm(total=grid.repetitions * len(images) * len(available), desc=name, unit="pull",
+              disable=not progress) as bar:
+        for rep in range(grid.repetitions):
+            plan = [(image, cond) for image in images for cond in available]
+            rng.shuffle(plan)
+            for image, cond in plan:
+                ref = f"{cond.registry_host}/{image['repository']}:{image['tag']}"
+                try:
+                    timing = cold_pull(cond.containerd, ref)
+                except DiskFull as exc:
+                    raise LocalRunError(f"disk full under condition {cond.name} (containerd root "
+                                        f"{cond.containerd.root_dir}, {cond.containerd.root_fstype}) while pulling "
+                                        f"{ref}; this pull was not recorded. Free space, or give a larger "
+                                        f"tmpfs_size / a disk_dir with room. ({exc})") from exc
+                except ServiceError as exc:
+                    raise LocalRunError(f"pull of {ref} under condition {cond.name} failed: {exc}") from exc
+                _append(fd, _record(name, image, cond, timing, rep, counter[0], ref, versions))
+                counter[0] += 1
+                bar.update()
+
+
+def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = True,
+        craft: Callable | None = None) -> Path:
+    """Measure the grid on this machine; returns ``out_dir``. ``craft`` defaults to pullstudy.crafter.craft.
+
+    run.json's ``status`` ends as complete, failed (with the error) or interrupted (Ctrl-C, SIGTERM).
+    """
+    out = Path(out_dir)
+    records_path = out / "raw" / "records.jsonl"
+    if records_path.exists() and records_path.stat().st_size:
+        raise LocalRunError(f"{records_path} already has records: choose a new out_dir for run {name!r}")
+    records_path.parent.mkdir(parents=True, exist_ok=True)
+    craft = craft or _default_craft()
+    machine, versions, conditions, counter, started_at = _machine(), {}, [], [0], _now()
+
+    def status(state: str, **extra) -> None:
+        _write_json(out / "run.json", _run_entry(name, grid, machine, versions, conditions, state, out,
+                                                 started_at=started_at, records=counter[0], **extra))
+
+    def interrupted() -> None:  # runs first on any exit of the stack; a signal's cleanup runs it too
+        if not finished:
+            status("interrupted", finished_at=_now(), error="stopped before the end (signal or error)")
+
+    finished = False
+    fd = os.open(records_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        with ExitStack() as stack:
+            registry = stack.enter_context(Registry())
+            versions["registry"] = registry.version
+            images = _craft_all(craft, registry, grid, progress)
+            conditions = _provide(stack, grid, registry)
+            _write_json(out / "conditions.json", [c.to_json() for c in conditions])
+            available = [c for c in conditions if c.available]
+            if not available:
+                raise LocalRunError("no condition of the grid can be provided on this machine: "
+                                    + "; ".join(f"{c.name}: {c.reason}" for c in conditions))
+            versions.update(containerd=available[0].containerd.version, snapshotter=SNAPSHOTTER)
+            status("running")
+            stack.enter_context(Cleanup(interrupted, f"status of run {name}"))
+            _pull_all(grid, images, available, fd, name, versions, progress, counter)
+            finished = True
+    except BaseException as exc:
+        finished = True
+        state = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+        status(state, finished_at=_now(), error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        os.close(fd)
+    _typed_frame(_read_jsonl(records_path)).to_csv(out / "records.csv", index=False)
+    status("complete", finished_at=_now())
+    return out
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+
+
+def _typed_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
+    """The record columns typed as events._typed types them, then the local extras."""
+    df = pd.DataFrame(rows, columns=LOCAL_COLUMNS) if not isinstance(rows, pd.DataFrame) else rows
+    typed = _typed(df[RECORD_COLUMNS])
+    for col in ("fetch_s", "unpack_s", "link_mbit_measured"):
+        typed[col] = df[col].astype("float64")
+    for col in ("repetition", "sequence"):
+        typed[col] = pd.array(df[col].tolist(), dtype="Int64")
+    for col in ("storage", "link", "containerd_version", "snapshotter", "root_fstype", "root_device"):
+        typed[col] = df[col].astype("string")
+    return typed[LOCAL_COLUMNS]
+
+
+def _out_dir(path: str | Path) -> Path:
+    path = Path(path)
+    return path.parent if path.is_file() else path
+
+
+def load_local_run(path: str | Path) -> pd.DataFrame:
+    """The tidy records of a local run (its folder or run.json), typed like the archived runs' records.
+
+    Reads records.csv, or raw/records.jsonl when the run stopped before writing the csv.
+    """
+    out = _out_dir(path)
+    csv, jsonl = out / "records.csv", out / "raw" / "records.jsonl"
+    if csv.exists():
+        return _typed_frame(pd.read_csv(csv, dtype={"pod": "string", "started_at": "string", "scheduled_at": "string"},
+                                        keep_default_na=True))
+    if jsonl.exists():
+        return _typed_frame(_read_jsonl(jsonl))
+    raise FileNotFoundError(f"no records.csv or raw/records.jsonl under {out}: not a local run folder")
+
+
+def catalog_entry(path: str | Path) -> catalog.Run:
+    """The run as a catalog.Run, so it can be listed and selected with the archived runs."""
+    doc = json.loads((_out_dir(path) / "run.json").read_text())
+    fields = {k: doc[k] for k in catalog.Run.__dataclass_fields__}
+    fields["files"] = tuple(catalog.RunFile(**f) for f in fields["files"])
+    fields["node_counts"] = tuple(fields["node_counts"])
+    return catalog.Run(**fields)
+
+
+def summarize(records: pd.DataFrame) -> pd.DataFrame:
+    """Median fetch, unpack and total seconds and bytes transferred, per size, content and condition."""
+    keys = ["size_bytes", "layers", "content", "storage", "link"]
+    return (records.groupby(keys, as_index=False)
+            .agg(pulls=("pull_s", "size"), fetch_s=("fetch_s", "median"), unpack_s=("unpack_s", "median"),
+                 pull_s=("pull_s", "median"), image_size_reported=("image_size_reported", "median")))

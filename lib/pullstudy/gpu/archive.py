@@ -1,0 +1,131 @@
+"""Archive layer: the Kubernetes-layer GPU checks on archived node lists of real GPU clusters.
+
+The performance study kept ``kubectl get nodes -o json`` of its GKE, EKS and AKS GPU clusters. They
+are not Usernetes, but they show what healthy (and unhealthy) GPU nodes look like and exercise the
+same node checks on real objects. The files come from the data manifest by path pattern (the
+catalog of pulling runs does not list them); files the manifest lists but this machine could not
+fetch are reported as unavailable, with the reason ``make data`` recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+
+from ..data import Manifest, available_files, load_fetch_report, load_manifest
+from ..paths import raw_dir
+from .checks import ARCHIVE, Check
+from .kube import gpus_per_node_check, readiness_check
+from .nodes import NODE_COLUMNS, node_table
+
+#: experiments/<cloud>/<service>/gpu/**/nodes*.json and broken-nodes.json
+NODE_FILE = re.compile(r"^experiments/([^/]+)/([^/]+)/gpu/(?:.*/)?(nodes[^/]*|broken-nodes)\.json$")
+PROVIDERS = {"gke": "GKE", "eks": "EKS", "aks": "AKS"}
+FILE_COLUMNS = ["key", "cluster", "provider", "path", "available", "reason"]
+SUMMARY_COLUMNS = ["cluster", "provider", "nodes", "gpu_nodes", "instance_type", "accelerator", "gpus_per_node",
+                   "expected_per_node", "allocatable_gpus", "expected_gpus", "degraded", "degraded_nodes",
+                   "not_ready_or_tainted", "node_age_at_snapshot_s", "kubelet", "container_runtime", "gpu_driver",
+                   "os_image"]
+
+
+def cluster_label(path: str) -> str:
+    """A short, unique name for a node list: ``gke/size4/nodes-4`` for experiments/google/gke/gpu/size4/metadata/nodes-4.json."""
+    match = NODE_FILE.match(path)
+    service = match.group(2) if match else "?"
+    rest = path.split("/gpu/", 1)[-1].replace("metadata/", "").removesuffix(".json")
+    return f"{service}/{rest}"
+
+
+def archived_node_files(manifest: Manifest | None = None, dest_root: Path | None = None) -> pd.DataFrame:
+    """Every archived GPU node list of the manifest: cluster label, provider, available here or why not."""
+    manifest = manifest or load_manifest()
+    dest_root = dest_root or raw_dir()
+    have = available_files(manifest, dest_root)
+    why = load_fetch_report(dest_root).get("detail", {})
+    rows = []
+    for f in manifest.files:
+        match = NODE_FILE.match(f.path)
+        if not match:
+            continue
+        available = f.key in have
+        reason = "" if available else why.get(f.key, "listed in data/manifest.json, not in data/raw (run `make data`)")
+        rows.append({"key": f.key, "cluster": cluster_label(f.path), "provider": PROVIDERS.get(match.group(2), match.group(2)),
+                     "path": str(dest_root / f.source / f.path), "available": available, "reason": reason})
+    return pd.DataFrame(rows, columns=FILE_COLUMNS).sort_values(["provider", "cluster"], ignore_index=True)
+
+
+def select_files(files: pd.DataFrame, wanted: Iterable[str] | None) -> pd.DataFrame:
+    """The files to analyse: every available one (None), or those named by key, cluster label or path."""
+    if wanted is None:
+        return files[files["available"]]
+    wanted = list(wanted)
+    chosen = files[files["key"].isin(wanted) | files["cluster"].isin(wanted) | files["path"].isin(wanted)]
+    unknown = set(wanted) - set(chosen["key"]) - set(chosen["cluster"]) - set(chosen["path"])
+    if unknown:
+        raise ValueError(f"archive_files: {sorted(unknown)} not among the archived GPU node lists: "
+                         f"{', '.join(files['cluster'])}")
+    return chosen[chosen["available"]]
+
+
+def read_nodes(path: str | Path) -> list[dict[str, Any]]:
+    """The Node objects of a ``kubectl get nodes -o json`` file (a List, or a bare list)."""
+    doc = json.loads(Path(path).read_text())
+    items = doc.get("items") if isinstance(doc, dict) else doc
+    if not isinstance(items, list):
+        raise ValueError(f"{path}: not a node list (no 'items')")
+    return items
+
+
+def cluster_nodes(files: pd.DataFrame) -> pd.DataFrame:
+    """One row per node of every selected file, with its cluster label in front."""
+    tables = []
+    for f in files.itertuples():
+        table = node_table(read_nodes(f.path), provider=f.provider)
+        table.insert(0, "cluster", f.cluster)
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(columns=["cluster", *NODE_COLUMNS])
+
+
+def _join(values: pd.Series) -> str:
+    return ", ".join(sorted({str(v) for v in values.dropna() if str(v)}))
+
+
+def _span(values: pd.Series) -> str:
+    """min–max of the nodes' ages when the list was taken (a list taken seconds after creation shows it)."""
+    values = values.dropna()
+    return f"{values.min():.0f}–{values.max():.0f}" if len(values) else ""
+
+
+def cluster_summary(nodes: pd.DataFrame) -> pd.DataFrame:
+    """Per cluster: nodes, GPU nodes, GPUs per node (as allocatable), expected, degraded nodes named, versions."""
+    rows = []
+    for cluster, group in nodes.groupby("cluster", sort=False):
+        gpu = group[group["gpu_node"]]
+        alloc = gpu["gpu_allocatable"].fillna(0).astype(int)
+        counts = alloc.value_counts().sort_index(ascending=False)
+        rows.append({
+            "cluster": cluster, "provider": group["provider"].iloc[0], "nodes": len(group), "gpu_nodes": len(gpu),
+            "instance_type": _join(gpu["instance_type"]), "accelerator": _join(gpu["accelerator"]),
+            "gpus_per_node": ", ".join(f"{g} ({n} nodes)" for g, n in counts.items()),
+            "expected_per_node": _join(gpu["expected_gpus"]), "allocatable_gpus": int(alloc.sum()),
+            "expected_gpus": int(gpu["expected_gpus"].fillna(0).sum()),
+            "degraded": int(gpu["degraded"].sum()), "degraded_nodes": ", ".join(gpu.loc[gpu["degraded"], "node"]),
+            "not_ready_or_tainted": int((gpu["not_ready"] | gpu["tainted"]).sum()),
+            "node_age_at_snapshot_s": _span(group["age_at_snapshot_s"]),
+            "kubelet": _join(group["kubelet"]), "container_runtime": _join(group["container_runtime"]),
+            "gpu_driver": _join(group["gpu_driver"]) or "not labelled", "os_image": _join(group["os_image"]),
+        })
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def archive_checks(nodes: pd.DataFrame) -> list[Check]:
+    """Two checks per archived cluster: GPUs per node as expected, GPU nodes Ready and untainted."""
+    checks = []
+    for cluster, group in nodes.groupby("cluster", sort=False):
+        checks.append(gpus_per_node_check(group, ARCHIVE, cluster))
+        checks.append(readiness_check(group, ARCHIVE, cluster))
+    return checks

@@ -1,0 +1,420 @@
+"""The local backend for real: a docker-registry, containerd, tmpfs and a tbf-shaped veth on this machine.
+
+Every test checks that what it started is gone afterwards: processes (by pid and process group, from
+/proc), mounts (/proc/self/mountinfo) and network namespaces (``ip netns list``). Nothing leaves
+127.0.0.1 and the test's own namespaces. Timings are measured and reported, never asserted, except
+the link's rate (the point of the shaping) and orderings that hold by a wide margin.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from pullstudy import catalog, crafter, events
+from pullstudy.backends import local, services
+from pullstudy.backends.services import (ConditionUnavailable, Containerd, MissingBinary, PortInUse,
+                                         RateLimitedLink, Registry, Tmpfs)
+from pullstudy.registry import RetryPolicy
+
+pytestmark = pytest.mark.local
+
+if os.geteuid() != 0:
+    pytest.skip("the local backend needs root (tmpfs, network namespaces, containerd)", allow_module_level=True)
+
+MB = 1_000_000
+FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02, deadline_s=5, timeout_s=10)
+
+
+# --- what is left behind ------------------------------------------------------------------------------
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, process group) of a pid, or None if there is no such process."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = text.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[2])
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            st = _stat(int(entry.name))
+            if st and st[1] == pgid and st[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def assert_no_processes(pids: list[int]) -> None:
+    alive = [p for p in pids if (_stat(p) or ("Z",))[0] != "Z"]
+    assert not alive, f"processes left running: {alive}"
+    groups = {p: _group_members(p) for p in pids}  # each child leads its own group
+    assert not any(groups.values()), f"process groups left: {groups}"
+
+
+def _mounts() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
+def _scratch() -> set[str]:
+    """Our temporary folders (configs, sockets, logs, registry storage, the disk condition's root)."""
+    return {str(p) for d in (tempfile.gettempdir(), "/var/tmp") for p in Path(d).glob("pullstudy-*")
+            if p.name.split("-")[1] in ("registry", "ctd", "tmpfs", "link", "disk")}
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+@pytest.fixture
+def spawned(monkeypatch):
+    """Pids of every child process the services start during the test."""
+    pids: list[int] = []
+    original = services.Process.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pids.append(self.pid)
+
+    monkeypatch.setattr(services.Process, "__init__", recording)
+    return pids
+
+
+@pytest.fixture
+def clean_machine(spawned):
+    """Asserts after the test: no process, mount or namespace of ours is left."""
+    mounts, namespaces, scratch = _mounts(), _netns(), _scratch()
+    yield spawned
+    assert_no_processes(spawned)
+    assert not _scratch() - scratch, "temporary folders left"
+    assert not {m for m in _mounts() - mounts if "pullstudy-tmpfs-" in m}, "mounts left"
+    assert not {n for n in _netns() - namespaces if n.startswith(f"pullstudy-{os.getpid()}-")}, "network namespaces left"
+
+
+# --- services -----------------------------------------------------------------------------------------
+
+def test_registry_starts_answers_and_leaves_nothing(clean_machine):
+    with Registry() as reg:
+        assert requests.get(f"{reg.url}/v2/", timeout=5).status_code == 200
+        assert reg.host == f"127.0.0.1:{reg.port}" and reg.version.startswith("2.")
+        assert _stat(reg.pid)[1] == reg.pid  # its own process group
+        tmp = reg.tmp
+    assert not tmp.exists()
+    assert clean_machine == [reg.pid]
+
+
+def test_a_port_in_use_is_a_clear_error(clean_machine):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse, match=rf"port {port} on 127.0.0.1 is already in use .* port=None"):
+            with Registry(port=port):
+                pass
+
+
+def test_missing_binaries_name_the_debian_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingBinary, match=r"docker-registry not found on PATH: .*`apt-get install docker-registry`"):
+        Registry().__enter__()
+    with pytest.raises(MissingBinary, match=r"`apt-get install containerd`"):
+        Containerd(tmp_path / "root").__enter__()
+    with pytest.raises(MissingBinary, match=r"ip not found on PATH: .*`apt-get install iproute2`"):
+        RateLimitedLink(10).__enter__()
+    assert not services._live  # nothing half-started stays registered
+
+
+def test_without_root_tmpfs_and_namespaces_are_unavailable(monkeypatch, clean_machine):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    for make, what in [(lambda: Tmpfs("1m"), "mounting a tmpfs"),
+                       (lambda: RateLimitedLink(10), "a network namespace"),
+                       (lambda: Registry(netns="pullstudy-none", bind="10.200.0.2"), "network namespace"),
+                       (lambda: Containerd("/nonexistent"), "containerd")]:
+        with pytest.raises(ConditionUnavailable, match=rf"{what}.* needs root \(running as uid 1000\)"):
+            with make():
+                pass
+
+
+def test_containerd_wipe_is_a_real_cold_start(clean_machine):
+    with Registry() as reg, Tmpfs("256m") as fs, Containerd(fs.path / "root") as ctd:
+        image = crafter.craft(reg.host, "wipe/test", layers=2, size_bytes=1 * MB, content="random")
+        ctd.ctr("images", "pull", "--plain-http", image.reference)
+        assert ctd.ctr("snapshots", "ls").stdout.count("\n") > 1  # header + the unpacked layers
+        assert ctd.content_bytes() >= image.compressed_bytes
+        assert (ctd.version, ctd.snapshotter, ctd.root_fstype, ctd.root_device) == \
+               ("1.6.20~ds1", "overlayfs", "tmpfs", "pullstudy-tmpfs")
+        before = ctd.pid
+        ctd.wipe()
+        assert ctd.pid != before and _stat(before) is None
+        for what in (("images", "ls", "-q"), ("content", "ls", "-q"), ("snapshots", "ls")):
+            assert ctd.ctr(*what).stdout.strip() in ("", "KEY PARENT KIND"), what
+        assert ctd.content_bytes() == 0
+        assert not (fs.path / "root" / "io.containerd.snapshotter.v1.overlayfs" / "snapshots" / "1").exists()
+    assert not (fs.path.exists() or str(fs.path) in _mounts())
+
+
+def test_rate_limited_link_achieves_its_configured_rate(clean_machine, record_property):
+    with RateLimitedLink(50) as link:
+        assert link.netns in _netns()
+        assert link.host_address.startswith("10.200.") and link.ns_address.startswith("10.200.")
+        mbit = link.measure(4 * 1024 * 1024)
+        down = link.measurements[-1]
+        up = link.measurements[0]
+        with Registry(netns=link) as reg:  # a registry inside the namespace, on the veth address
+            assert reg.host.startswith(link.ns_address)
+            image = crafter.craft(reg.host, "link/test", layers=1, size_bytes=3 * MB, content="random")
+            blob = f"{reg.url}/v2/link/test/blobs/{image.layer_digests[0]}"
+            via_registry = link.measure(url=blob)
+        name, dev = link.netns, link.host_dev
+    record_property("link_mbit", {"configured": 50, "tiny_server_down": mbit, "tiny_server_up": up["mbit"],
+                                  "registry_blob": via_registry})
+    print(f"\nlink 50 Mbit/s: measured {mbit:.1f} down, {up['mbit']:.1f} up, {via_registry:.1f} via a registry blob")
+    for measured in (mbit, up["mbit"], via_registry):
+        assert 35 <= measured <= 65
+    assert down["bytes"] == 4 * 1024 * 1024
+    assert name not in _netns()
+    assert subprocess.run(["ip", "link", "show", dev], capture_output=True).returncode != 0
+
+
+def test_a_delay_without_netem_is_unavailable_not_simulated(clean_machine):
+    try:
+        with RateLimitedLink(50, delay_ms=20) as link:
+            assert "delay" not in link.unavailable  # this kernel has netem: the delay is real
+    except ConditionUnavailable as exc:
+        assert exc.reason.startswith("netem unavailable on this kernel")
+
+
+# --- the study runner ---------------------------------------------------------------------------------
+
+GRID = local.LocalGrid(sizes_bytes=(4 * MB, 24 * MB), layers=(1, 4), contents=("zeros", "random"),
+                       repetitions=2, storage=("disk", "tmpfs"), links=("loopback",), seed=7)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The integration grid, run once: 2 sizes x 2 layer counts x 2 contents x 2 storages x 2 repetitions."""
+    out = tmp_path_factory.mktemp("local-run")
+    pids: list[int] = []
+    original = services.Process.__init__
+
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        pids.append(self.pid)
+
+    mounts, namespaces, scratch = _mounts(), _netns(), _scratch()
+    services.Process.__init__ = recording
+    try:
+        start = time.monotonic()
+        local.run(GRID, out, name="tiny", progress=False)
+        seconds = time.monotonic() - start
+    finally:
+        services.Process.__init__ = original
+    assert not _scratch() - scratch, "temporary folders left"
+    return out, pids, seconds, mounts, namespaces
+
+
+def test_every_pull_is_recorded_with_the_one_schema(tiny_run):
+    out, pids, seconds, mounts, namespaces = tiny_run
+    lines = (out / "raw" / "records.jsonl").read_bytes()
+    assert lines.endswith(b"\n")
+    raw = [json.loads(line) for line in lines.splitlines()]
+    assert len(raw) == 2 * 2 * 2 * 2 * 2 == GRID.pulls()
+    df = local.load_local_run(out)
+    assert list(df.columns) == events.RECORD_COLUMNS + local.EXTRA_COLUMNS
+    archived = events.empty_records().dtypes
+    for col in events.RECORD_COLUMNS:
+        same = str(df[col].dtype) == str(archived[col]) or str(df[col].dtype).split("[")[0] == str(archived[col]).split("[")[0]
+        assert same, (col, df[col].dtype, archived[col])
+    assert set(df["study"]) == {"local"} and set(df["run"]) == {"tiny"} and set(df["backend"]) == {"local"}
+    assert set(df["condition"]) == {"storage=disk,link=loopback", "storage=tmpfs,link=loopback"}
+    assert (df["cluster_nodes"] == 1).all() and (~df["cache_hit"]).all() and df["study_image"].all()
+    assert (df["pull_wait_s"] == df["pull_s"]).all()
+    assert (df["tag"] == [f"{n}-layers-size-{s}-bytes" for n, s in zip(df["layers"], df["size_bytes"])]).all()
+    assert (df.groupby(["image", "condition", "repetition"]).size() == 1).all()
+    assert sorted(df["sequence"].tolist()) == list(range(len(df)))
+    assert (df["pulled_at"] > df["pulling_at"]).all()
+    assert set(df["snapshotter"]) == {"overlayfs"} and set(df["containerd_version"]) == {"1.6.20~ds1"}
+    fstype = df.groupby("storage")["root_fstype"].agg(set)
+    assert fstype["tmpfs"] == {"tmpfs"} and not fstype["disk"] & {"tmpfs", "ramfs"}
+    # the order of images x conditions is shuffled within each repetition
+    order = df.sort_values("sequence")[["image", "condition"]].apply(tuple, axis=1).tolist()
+    assert order[:16] != sorted(order[:16]) and order[:16] != order[16:]
+
+
+def test_fetch_and_unpack_add_up_and_sizes_behave(tiny_run):
+    df = local.load_local_run(tiny_run[0])
+    gap = (df["fetch_s"] + df["unpack_s"] - df["pull_s"]).abs()
+    assert (gap <= (0.1 * df["pull_s"]).clip(lower=0.05)).all()
+    medians = df.groupby("size_bytes")["pull_s"].median()
+    assert medians[24 * MB] > medians[4 * MB]
+    random_ = df[df["content"] == "random"]
+    ratio = random_["image_size_reported"] / random_["size_bytes"]
+    assert ratio.between(1.0, 1.01).all()  # incompressible: what is transferred is what is unpacked
+    zeros = df[df["content"] == "zeros"]
+    assert (zeros["image_size_reported"] * 50 < zeros["size_bytes"]).all()
+    print("\n" + local.summarize(df).to_string())
+
+
+def test_a_run_leaves_no_process_mount_or_namespace_and_a_catalog_entry(tiny_run):
+    out, pids, seconds, mounts, namespaces = tiny_run
+    assert len(pids) > GRID.pulls()  # containerd restarted for every pull
+    assert_no_processes(pids)
+    assert not {m for m in _mounts() - mounts if "pullstudy-tmpfs-" in m}
+    assert not {n for n in _netns() - namespaces if n.startswith(f"pullstudy-{os.getpid()}-")}
+    conditions = json.loads((out / "conditions.json").read_text())
+    assert [c["available"] for c in conditions] == [True, True]
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "complete" and doc["records"] == GRID.pulls()
+    entry = local.catalog_entry(out)
+    assert isinstance(entry, catalog.Run) and entry.id == "local/tiny" and entry.provider == "local"
+    assert entry.node_counts == (1,) and "ext4" in entry.ephemeral_storage and "tmpfs" in entry.ephemeral_storage
+    assert doc["versions"]["containerd"] == "1.6.20~ds1" and doc["grid"]["repetitions"] == 2
+    assert local.load_local_run(out / "run.json").equals(local.load_local_run(out))
+    print(f"\ntiny run: {GRID.pulls()} pulls in {seconds:.1f} s")
+
+
+def _small(**changes) -> local.LocalGrid:
+    base = dict(sizes_bytes=(2 * MB,), layers=(1,), contents=("random",), repetitions=1, storage=("tmpfs",),
+                links=("loopback",))
+    return local.LocalGrid(**{**base, **changes})
+
+
+def test_an_error_mid_run_leaves_complete_records_and_nothing_running(tmp_path, monkeypatch, clean_machine):
+    real, calls = local._append, []
+
+    def failing(fd, record):
+        if len(calls) == 3:
+            raise RuntimeError("injected failure after 3 pulls")
+        calls.append(record)
+        real(fd, record)
+
+    monkeypatch.setattr(local, "_append", failing)
+    grid = _small(links=("loopback", "rate-limited"), repetitions=3, rate_mbit=200)
+    with pytest.raises(RuntimeError, match="injected failure after 3 pulls"):
+        local.run(grid, tmp_path, name="broken", progress=False)
+    lines = (tmp_path / "raw" / "records.jsonl").read_bytes().splitlines(keepends=True)
+    assert len(lines) == 3 and all(line.endswith(b"\n") and json.loads(line) for line in lines)
+    assert {json.loads(x)["link"] for x in lines} <= {"loopback", "rate-limited"}
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["status"] == "failed" and "injected failure" in doc["error"] and doc["records"] == 3
+    assert len(local.load_local_run(tmp_path)) == 3  # from the raw lines: no records.csv was written
+    shaped = [c for c in json.loads((tmp_path / "conditions.json").read_text()) if c["link"] == "rate-limited"]
+    assert shaped[0]["available"] and 140 <= shaped[0]["link_mbit_measured"] <= 260
+
+
+def test_a_full_disk_stops_the_run_naming_the_condition(tmp_path, clean_machine):
+    grid = _small(sizes_bytes=(8 * MB,), tmpfs_size=3 * 1024 * 1024)
+    with pytest.raises(local.LocalRunError, match=r"disk full under condition storage=tmpfs,link=loopback .*"
+                                                  r"this pull was not recorded"):
+        local.run(grid, tmp_path, name="full", progress=False)
+    assert (tmp_path / "raw" / "records.jsonl").read_bytes() == b""
+
+
+def test_a_registry_error_mid_push_is_retried_then_stops_cleanly(tmp_path, monkeypatch, clean_machine):
+    real_send, seen = crafter._send, []
+
+    def flaky(client, method, url, expect, data=None, headers=None):
+        seen.append(method)
+        if method == "PATCH" and seen.count("PUT") >= 2:  # the first image's layer and config are in
+            raise crafter._Transient(f"{method} {url}: HTTP 503 (injected)")
+        return real_send(client, method, url, expect, data, headers)
+
+    monkeypatch.setattr(crafter, "_send", flaky)
+    craft = functools.partial(crafter.craft, retry=FAST, sleep=lambda s: None)
+    with pytest.raises(local.LocalRunError, match=r"pushing the random image of 1 layers, 3000000 bytes .* "
+                                                  r"gave up after 3 attempts.*no record written"):
+        local.run(_small(sizes_bytes=(2 * MB, 3 * MB)), tmp_path, name="push", progress=False, craft=craft)
+    assert seen.count("PATCH") >= 4  # one good upload, then 3 attempts of the failing one
+    assert (tmp_path / "raw" / "records.jsonl").read_bytes() == b""
+    assert not (tmp_path / "conditions.json").exists()
+
+
+def test_a_condition_this_machine_lacks_is_reported_and_skipped(tmp_path, clean_machine, monkeypatch):
+    monkeypatch.setattr(services.RateLimitedLink, "_open", _no_namespaces)
+    local.run(_small(links=("loopback", "rate-limited")), tmp_path, name="partial", progress=False)
+    conditions = {c["condition"]: c for c in json.loads((tmp_path / "conditions.json").read_text())}
+    assert conditions["storage=tmpfs,link=loopback"]["available"] is True
+    lacking = conditions["storage=tmpfs,link=rate-limited"]
+    assert lacking["available"] is False and lacking["reason"] == "no namespaces here (test)"
+    df = local.load_local_run(tmp_path)
+    assert list(df["link"]) == ["loopback"]
+
+
+def _no_namespaces(self):
+    raise ConditionUnavailable("no namespaces here (test)")
+
+
+def test_without_root_no_condition_runs_and_the_reasons_are_written(tmp_path, monkeypatch, clean_machine):
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(local.LocalRunError, match=r"no condition of the grid can be provided on this machine: "
+                                                  r"storage=tmpfs,link=loopback: mounting a tmpfs needs root"):
+        local.run(_small(sizes_bytes=(1 * MB,)), tmp_path, name="noroot", progress=False)
+    [cond] = json.loads((tmp_path / "conditions.json").read_text())
+    assert cond["available"] is False and "needs root" in cond["reason"]
+
+
+_INTERRUPTED = textwrap.dedent("""
+    import sys
+    from pullstudy.backends import local, services
+    original = services.Process.__init__
+    def recording(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        with open(sys.argv[2], "a") as f:
+            f.write(f"{self.pid}\\n")
+    services.Process.__init__ = recording
+    grid = local.LocalGrid(sizes_bytes=(2_000_000,), layers=(1,), contents=("random",), repetitions=200,
+                           storage=("tmpfs", "disk"), links=("loopback", "rate-limited"), rate_mbit=200,
+                           disk_dir=sys.argv[3])
+    local.run(grid, sys.argv[1], name="interrupted", progress=False)
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path, signum):
+    out, pid_file = tmp_path / "out", tmp_path / "pids"
+    mounts, namespaces, scratch = _mounts(), _netns(), _scratch()
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(out), str(pid_file), str(disk)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    records = out / "raw" / "records.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and child.poll() is None:
+        if records.exists() and records.read_bytes().count(b"\n") >= 3:
+            break
+        time.sleep(0.05)
+    assert child.poll() is None, child.stderr.read().decode()[-2000:]
+    time.sleep(0.15)  # somewhere in the middle of a pull
+    child.send_signal(signum)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode != 0
+    if signum == signal.SIGTERM:
+        assert child.returncode == -signal.SIGTERM  # died of the signal, as without our handlers
+    else:
+        assert b"KeyboardInterrupt" in err or child.returncode == -signal.SIGINT
+    pids = [int(x) for x in pid_file.read_text().split()]
+    assert_no_processes(pids)
+    assert not {m for m in _mounts() - mounts if "pullstudy-tmpfs-" in m}, "mounts left"
+    assert not {n for n in _netns() - namespaces if n.startswith(f"pullstudy-{child.pid}-")}, "namespaces left"
+    assert list(disk.iterdir()) == []  # the disk condition's containerd root is gone too
+    assert not _scratch() - scratch, "temporary folders left"
+    lines = records.read_bytes().splitlines(keepends=True)
+    assert len(lines) >= 3 and all(line.endswith(b"\n") and json.loads(line) for line in lines)
+    doc = json.loads((out / "run.json").read_text())
+    assert doc["status"] == "interrupted" and doc["records"] == len(lines)
