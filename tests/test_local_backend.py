@@ -418,3 +418,16 @@ def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path,
     assert len(lines) >= 3 and all(line.endswith(b"\n") and json.loads(line) for line in lines)
     doc = json.loads((out / "run.json").read_text())
     assert doc["status"] == "interrupted" and doc["records"] == len(lines)
+
+
+def test_local_study_names_runs_by_grid_and_reuses_only_finished_ones(tmp_path):
+    from pullstudy import localstudy
+    a = local.LocalGrid(sizes_bytes=(4_000_000,), layers=(1,), repetitions=2)
+    b = local.LocalGrid(sizes_bytes=(4_000_000,), layers=(2,), repetitions=2)
+    assert localstudy.run_name("03-local-ssd", a) != localstudy.run_name("03-local-ssd", b)
+    folder = tmp_path / "r"
+    folder.mkdir()
+    (folder / "run.json").write_text(json.dumps({"status": "failed", "grid": {}}))
+    with pytest.raises(local.LocalRunError, match="unfinished or different"):
+        localstudy.measure("03-local-ssd", {"sizes_bytes": [4_000_000], "layers": [1], "repetitions": 2},
+                           run_dir=folder, progress=False)

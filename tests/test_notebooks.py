@@ -145,3 +145,23 @@ def test_gpu_check_flags_the_degraded_archived_nodes_by_name(executed):
     assert len(degraded) > 0 and degraded["node"].astype(str).str.startswith("gke-").all()
     verdict = json.loads((folder / "metrics.json").read_text())["verdicts"][0]
     assert verdict["verdict"] == "not testable here" and "GPU" in verdict["reason"]
+
+
+@pytest.mark.local
+def test_a_comparison_notebook_measures_on_this_machine(tmp_path, monkeypatch):
+    """backend="local": a tiny grid measured with the real registry and containerd, analysed by the same cells."""
+    import os
+    if os.geteuid() != 0:
+        pytest.fail("the local backend needs root (tmpfs, network namespaces); CI runs as root")
+    monkeypatch.setenv("PULLSTUDY_RUNS_DIR", str(tmp_path / "runs"))
+    grid = {"sizes_bytes": [4_000_000, 16_000_000], "layers": [2], "contents": ["zeros", "random"],
+            "storage": ["disk", "tmpfs"], "links": ["loopback"], "repetitions": 2}
+    runs = run_notebooks(notebooks_dir(), tmp_path / "results", only=["03-local-ssd"], progress=False,
+                         parameters={"backend": "local", "local_grid": grid, "n_boot": 100})
+    assert runs[-1].ok, runs[-1].error
+    metrics = json.loads((tmp_path / "results/03-local-ssd/metrics.json").read_text())
+    assert metrics["verdicts"] == []  # local runs are reported, not judged against the GKE claims
+    assert set(metrics["metrics"]) >= {"overall_speedup[zeros]", "overall_speedup[random]", "local_run"}
+    run_dir = tmp_path / "runs" / metrics["metrics"]["local_run"]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
+    assert sum(1 for _ in (run_dir / "raw/records.jsonl").open()) == 2 * 2 * 2 * 2

@@ -17,14 +17,15 @@ WIDTH = 560
 HEIGHT = 320
 FONT = "'Helvetica Neue', Helvetica, Arial, 'DejaVu Sans', sans-serif"
 
-#: The cluster sizes of the upstream studies (nodes); a sequential scheme, so bigger reads darker.
-CLUSTER_SIZES: tuple[int, ...] = (4, 8, 16, 32, 64, 128, 256)
-#: ColorBrewer YlGnBu (sequential), without its two near-white classes so 4 nodes shows on white.
+#: The cluster sizes of the upstream studies (nodes), and 1 for this machine (the local backend);
+#: a sequential scheme, so bigger reads darker.
+CLUSTER_SIZES: tuple[int, ...] = (1, 4, 8, 16, 32, 64, 128, 256)
+#: ColorBrewer YlGnBu (sequential) without its near-white class; 1 node (a single machine) in orange.
 CLUSTER_SIZE_COLORS: tuple[str, ...] = (
-    "#c7e9b4", "#7fcdbb", "#41b6c4", "#1d91c0", "#225ea8", "#253494", "#081d58",
+    "#fd8d3c", "#c7e9b4", "#7fcdbb", "#41b6c4", "#1d91c0", "#225ea8", "#253494", "#081d58",
 )
 CLUSTER_SIZE_SCALE = alt.Scale(
-    type="ordinal", domain=list(CLUSTER_SIZES), range=list(CLUSTER_SIZE_COLORS)
+    type="ordinal", domain=list(CLUSTER_SIZES[1:]), range=list(CLUSTER_SIZE_COLORS[1:])
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -52,9 +53,19 @@ def apply_theme() -> str:
     return THEME
 
 
-def cluster_color(field: str = "cluster_nodes", title: str = "Cluster size (nodes)") -> alt.Color:
-    """Colour by cluster size with the shared scale, so 64 nodes is the same blue in every chart."""
-    return alt.Color(f"{field}:O", scale=CLUSTER_SIZE_SCALE, title=title)
+def cluster_color(field: str = "cluster_nodes", title: str = "Cluster size (nodes)",
+                  present=None) -> alt.Color:
+    """Colour by cluster size with the shared scale, so 64 nodes is the same blue in every chart.
+
+    ``present`` (the sizes in the data) narrows the legend to them; sizes outside the upstream
+    range (a local run on one machine) still get their fixed colour.
+    """
+    if present is None:
+        return alt.Color(f"{field}:O", scale=CLUSTER_SIZE_SCALE, title=title)
+    sizes = sorted({int(v) for v in present})
+    colours = dict(zip(CLUSTER_SIZES, CLUSTER_SIZE_COLORS))
+    scale = alt.Scale(type="ordinal", domain=sizes, range=[colours.get(v, "#636363") for v in sizes])
+    return alt.Color(f"{field}:O", scale=scale, title=title)
 
 
 def _has_text(title: Any) -> bool:

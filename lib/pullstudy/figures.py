@@ -42,7 +42,7 @@ def pull_time_by_size(df: pd.DataFrame, time: str = "pull_wait_s", *, log: bool 
                 axis=alt.Axis(labelAngle=-40)),
         xOffset=alt.XOffset("cluster_nodes:O"),
         y=alt.Y(f"{time}:Q", scale=scale, title=TIME_LABELS[time].capitalize()),
-        color=cluster_color(),
+        color=cluster_color(present=data["cluster_nodes"]),
         tooltip=["size_label:N", "cluster_nodes:O", alt.Tooltip(f"{time}:Q", format=".1f"), "node:N"],
     )
 
@@ -142,9 +142,9 @@ def comparison_boxplot(c, *, log: bool = True, title: str | None = None) -> alt.
                 axis=alt.Axis(labelAngle=-40)),
         xOffset=alt.XOffset("run:N"),
         y=alt.Y(f"{time}:Q", scale=scale, title=TIME_LABELS[time].capitalize() + (" (log scale)" if log else "")),
-        color=alt.Color("run:N", title="Run", scale=alt.Scale(scheme="set1")),
+        color=alt.Color("run:N", title="Run", scale=alt.Scale(scheme="set1"), legend=alt.Legend(labelLimit=420)),
         tooltip=["image_label:N", "run:N", "cluster_nodes:O", "node:N", alt.Tooltip(f"{time}:Q", format=".2f")],
-    )
+    ).properties(width=max(360, 70 * data["image_label"].nunique()))
 
 
 def speedup_chart(c, *, log: bool | None = None, title: str | None = None) -> alt.LayerChart:
@@ -164,9 +164,10 @@ def speedup_chart(c, *, log: bool | None = None, title: str | None = None) -> al
                alt.Tooltip("ci_high:Q", format=".3g"), "n_baseline:Q", "n_treatment:Q"]
     bars = alt.Chart(per).mark_errorbar(ticks=True).encode(
         x=x, xOffset=alt.XOffset("cluster_nodes:O"), y=alt.Y("ci_low:Q", scale=scale, title=y_title),
-        y2="ci_high:Q", color=cluster_color())
+        y2="ci_high:Q", color=cluster_color(present=per["cluster_nodes"]))
     points = alt.Chart(per).mark_point(filled=True, size=40).encode(
-        x=x, xOffset=alt.XOffset("cluster_nodes:O"), y=alt.Y("speedup:Q", scale=scale), color=cluster_color(),
+        x=x, xOffset=alt.XOffset("cluster_nodes:O"), y=alt.Y("speedup:Q", scale=scale),
+        color=cluster_color(present=per["cluster_nodes"]),
         tooltip=["cluster_nodes:O"] + tooltip)
     pooled = alt.Chart(overall).mark_tick(color="black", thickness=2, size=30).encode(
         x=x, y=alt.Y("speedup:Q", scale=scale), tooltip=tooltip)

@@ -1,0 +1,118 @@
+"""A study notebook's local mode: measure a grid on this machine (or reuse the run), then analyse it.
+
+The pull-time notebooks take ``backend="local"`` and a grid; the records of a local run have the
+same schema as the archived ones, so the analysis is the same code. Each local run is kept in
+``data/runs/<name>/`` with a catalog entry (``run.json``), so it can be listed and analysed again
+like an archived run; an existing finished run of the same grid is reused instead of measured again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+
+from . import catalog, compare, pulls
+from .backends import local
+from .paths import data_dir
+
+MB = 1_000_000
+
+# Default grids of the notebooks' local mode: each finishes in a few minutes on a 2-core machine.
+GRIDS = {
+    "01-pull-size-layers": {"sizes_bytes": [16 * MB, 64 * MB, 256 * MB], "layers": [1, 16], "contents": ["zeros"],
+                            "storage": ["disk"], "links": ["loopback"], "repetitions": 3},
+    "02-registry-proximity": {"sizes_bytes": [32 * MB, 128 * MB], "layers": [4], "contents": ["zeros", "random"],
+                              "storage": ["disk"], "links": ["loopback", "rate-limited"], "rate_mbit": 100,
+                              "repetitions": 5},
+    "03-local-ssd": {"sizes_bytes": [64 * MB, 256 * MB], "layers": [4], "contents": ["zeros", "random"],
+                     "storage": ["disk", "tmpfs"], "links": ["loopback"], "repetitions": 5},
+}
+
+
+def runs_dir() -> Path:
+    """data/runs, or ``PULLSTUDY_RUNS_DIR`` (tests keep their runs out of the project)."""
+    return Path(os.environ.get("PULLSTUDY_RUNS_DIR", data_dir() / "runs"))
+
+
+def local_runs(folder: str | Path | None = None) -> list[catalog.Run]:
+    """Every recorded local run, as catalog runs (``local/<name>``), newest first."""
+    folder = Path(folder) if folder else runs_dir()
+    entries = sorted(folder.glob("*/run.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    return [local.catalog_entry(p) for p in entries]
+
+
+def _finished_with(run_dir: Path, grid: local.LocalGrid) -> bool:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return False
+    doc = json.loads(path.read_text())
+    return doc.get("status") == "complete" and doc.get("grid") == json.loads(json.dumps(_grid_json(grid)))
+
+
+def _grid_json(grid: local.LocalGrid) -> dict:
+    return asdict(grid)
+
+
+def run_name(notebook: str, grid: local.LocalGrid) -> str:
+    """A readable, grid-specific folder name, so a changed grid never reuses another grid's records."""
+    sizes = "-".join(f"{s // MB}MB" for s in grid.sizes_bytes)
+    layers = "-".join(map(str, grid.layers))
+    return re.sub(r"[^A-Za-z0-9._-]", "_",
+                  f"{notebook}_{sizes}_L{layers}_{'-'.join(grid.contents)}_{'-'.join(grid.storage)}_"
+                  f"{'-'.join(grid.links)}_r{grid.repetitions}_s{grid.seed}")
+
+
+def measure(notebook: str, grid: dict | None = None, *, run_dir: str | Path | None = None, reuse: bool = True,
+            progress: bool = True) -> tuple[pd.DataFrame, Path, str]:
+    """The local records for a notebook's grid: reused if a finished run of it exists, else measured now."""
+    spec = dict(GRIDS[notebook] if grid is None else grid)
+    spec["sizes_bytes"] = [int(s) for s in spec["sizes_bytes"]]
+    g = local.LocalGrid(**spec)
+    folder = Path(run_dir) if run_dir else runs_dir() / run_name(notebook, g)
+    if reuse and _finished_with(folder, g):
+        how = f"reused the finished local run in `{folder}`"
+    else:
+        if folder.exists() and not _finished_with(folder, g):
+            raise local.LocalRunError(f"{folder} holds an unfinished or different run: remove it or pass run_dir")
+        local.run(g, folder, name=folder.name, progress=progress)
+        how = f"measured {g.pulls()} cold pulls on this machine into `{folder}`"
+    report = how + _conditions_text(folder)
+    return local.load_local_run(folder), folder, report
+
+
+def _conditions_text(folder: Path) -> str:
+    path = folder / "conditions.json"
+    if not path.is_file():
+        return ""
+    lines = []
+    for c in json.loads(path.read_text()):
+        state = "available" if c["available"] else f"**unavailable: {c['reason']}**"
+        rate = f", link measured {c['link_mbit_measured']:.0f} Mbit/s" if c.get("link_mbit_measured") else ""
+        lines.append(f"\n* {c['condition']}: {state}{rate}")
+    return "; conditions:" + "".join(lines)
+
+
+def condition_pulls(records: pd.DataFrame, time: str = "pull_s", **where) -> pd.DataFrame:
+    """The analysable pulls of the records whose columns equal ``where`` (e.g. storage="tmpfs")."""
+    mask = pd.Series(True, index=records.index)
+    for col, value in where.items():
+        mask &= records[col] == value
+    selected, _ = pulls.analysable_pulls(records[mask], time)
+    return selected
+
+
+def compare_conditions(records: pd.DataFrame, field: str, baseline: str, treatment: str, *,
+                       time: str = "pull_s", margin: float = 0.10, n_boot: int = 2000, seed: int = 0,
+                       **where) -> compare.Comparison:
+    """A baseline/treatment comparison between two conditions of one local run (e.g. disk vs tmpfs)."""
+    base = condition_pulls(records, time, **where, **{field: baseline})
+    treat = condition_pulls(records, time, **where, **{field: treatment})
+    label = ",".join(f"{k}={v}" for k, v in where.items())
+    return compare.compare_runs(base, treat, baseline=f"{field}={baseline}" + (f" ({label})" if label else ""),
+                                treatment=f"{field}={treatment}" + (f" ({label})" if label else ""),
+                                time=time, margin=margin, n_boot=n_boot, seed=seed)
