@@ -11,25 +11,17 @@ import gzip
 import hashlib
 import http.client
 import io
-import os
-import shutil
-import socket
-import subprocess
 import tarfile
-import tempfile
 import threading
-import time
 import tracemalloc
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 import requests
-import yaml
 
 import pullstudy
 from pullstudy import crafter
+from pullstudy.backends import services
 from pullstudy.crafter import CraftError
 from pullstudy.events import decode_tag
 from pullstudy.registry import RetryPolicy
@@ -37,78 +29,16 @@ from pullstudy.registry import RetryPolicy
 pytestmark = pytest.mark.registry
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
-CONTAINERD_BIN, CTR_BIN = "/usr/bin/containerd", "/usr/bin/ctr"
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, deadline_s=5.0, timeout_s=5.0)
 MB = 1_000_000
 
 
-# --- a real registry process (the minimal start/stop of tests/test_registry.py) -------------------
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """Terminate, then kill: no process outlives the tests."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-@dataclass
-class LocalRegistry:
-    proc: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        _stop(self.proc)
-
-
-def start_registry(tmp: Path) -> LocalRegistry:
-    if not os.access(REGISTRY_BIN, os.X_OK):
-        pytest.fail(f"{REGISTRY_BIN} not found: install it with `apt-get install docker-registry`")
-    for _ in range(3):  # a free port can be taken between choosing and binding it
-        port = _free_port()
-        config = {"version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": True}},
-                  "storage": {"filesystem": {"rootdirectory": str(tmp / "storage")}, "delete": {"enabled": True}},
-                  "http": {"addr": f"127.0.0.1:{port}", "secret": "pullstudy-test-not-a-secret"}}
-        (tmp / "config.yml").write_text(yaml.safe_dump(config))
-        log = tmp / "registry.log"
-        with open(log, "w") as out:
-            proc = subprocess.Popen([REGISTRY_BIN, "serve", str(tmp / "config.yml")], stdout=out,
-                                    stderr=subprocess.STDOUT)
-        reg = LocalRegistry(proc, port, log)
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if requests.get(f"http://{reg.host}/v2/", timeout=1).status_code == 200:
-                    return reg
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        reg.stop()
-        if "address already in use" not in log.read_text():
-            break
-    pytest.fail(f"docker-registry did not answer on {reg.host}/v2/ within 10 s; its log:\n{log.read_text()[-2000:]}")
-
+# --- a real registry process, managed as the local backend manages it ---------------------------------
 
 @pytest.fixture(scope="module")
-def reg(tmp_path_factory):
-    local = start_registry(tmp_path_factory.mktemp("crafter-registry"))
-    try:
-        yield local
-    finally:
-        local.stop()
+def reg():
+    with services.Registry() as registry:  # a missing binary fails naming `apt-get install docker-registry`
+        yield registry
 
 
 def _craft(reg, repository, **kw) -> crafter.CraftedImage:
@@ -267,54 +197,18 @@ def test_craft_grid_puts_each_content_in_its_repository(reg):
 # --- containerd accepts and unpacks the images ------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def containerd():
-    """Our own containerd: config, root, state and socket in a short private tmp dir (socket paths are short)."""
-    for binary in (CONTAINERD_BIN, CTR_BIN):
-        if not os.access(binary, os.X_OK):
-            pytest.fail(f"{binary} not found: install it with `apt-get install containerd`")
-    if os.geteuid() != 0:
-        pytest.fail("containerd needs root to unpack images (mounts, file ownership)")
-    tmp = Path(tempfile.mkdtemp(prefix="ps-ctrd-", dir="/tmp"))
-    sock = tmp / "containerd.sock"
-    (tmp / "config.toml").write_text(f"""version = 2
-root = "{tmp}/root"
-state = "{tmp}/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "{sock}"
-[ttrpc]
-  address = "{sock}.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{tmp}/opt"
-""")
-    with open(tmp / "containerd.log", "w") as log:
-        proc = subprocess.Popen([CONTAINERD_BIN, "--config", str(tmp / "config.toml")], stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 10
-        while subprocess.run([CTR_BIN, "--address", str(sock), "version"], capture_output=True).returncode != 0:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                pytest.fail(f"containerd did not start; its log:\n{(tmp / 'containerd.log').read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield sock, tmp / "root"
-    finally:
-        _stop(proc)
-        if str(tmp) not in Path("/proc/mounts").read_text():  # never delete through a mount left behind
-            shutil.rmtree(tmp, ignore_errors=True)
+def containerd(tmp_path_factory):
+    """containerd on a private socket, its root in a tmp dir (services.Containerd: always stopped)."""
+    with services.Containerd(tmp_path_factory.mktemp("ctd-root")) as ctd:
+        yield ctd
 
 
-def _ctr(sock: Path, *args: str) -> str:
-    proc = subprocess.run([CTR_BIN, "--address", str(sock), *args], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, f"ctr {' '.join(args)} failed:\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}"
-    return proc.stdout
+def _ctr(ctd, *args: str) -> str:
+    return ctd.ctr(*args, timeout=60).stdout
 
 
 def test_containerd_pulls_checks_and_unpacks_the_images(containerd, images):
-    sock, root = containerd
+    sock, root = containerd, containerd.root_dir
     for image in images.values():
         _ctr(sock, "images", "pull", "--plain-http", image.reference)
     checked = {line.split()[0]: line.split() for line in _ctr(sock, "images", "check").splitlines()[1:]}
