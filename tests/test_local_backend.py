@@ -431,3 +431,13 @@ def test_local_study_names_runs_by_grid_and_reuses_only_finished_ones(tmp_path):
     with pytest.raises(local.LocalRunError, match="unfinished or different"):
         localstudy.measure("03-local-ssd", {"sizes_bytes": [4_000_000], "layers": [1], "repetitions": 2},
                            run_dir=folder, progress=False)
+
+
+def test_lazy_pulling_is_reported_unavailable_with_the_reason(monkeypatch, tmp_path):
+    monkeypatch.setattr(local.shutil, "which", lambda name: None)
+    status = local.lazy_pulling_status()
+    assert not status["available"] and "containerd-stargz-grpc" in status["reason"]
+    fake = tmp_path / "containerd-stargz-grpc"
+    monkeypatch.setattr(local.shutil, "which", lambda name: str(fake) if name == "containerd-stargz-grpc" else None)
+    status = local.lazy_pulling_status()
+    assert not status["available"] and "does not drive one yet" in status["reason"] and str(fake) in status["reason"]

@@ -39,6 +39,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import socket
 import time
 from contextlib import ExitStack
@@ -85,6 +86,7 @@ class LocalGrid:
     delay_ms: float | None = None   # one-way, each direction, on the rate-limited link; needs netem
     tmpfs_size: int | None = None   # bytes; default 3 x the largest image + 256 MiB
     disk_dir: str | None = None     # where "disk" puts containerd's root; default a new dir in /var/tmp
+    lazy: bool = False              # also ask for lazy pulling (a stargz or SOCI snapshotter)
 
     def __post_init__(self):
         for name in ("sizes_bytes", "layers", "contents", "storage", "links"):
@@ -248,6 +250,28 @@ def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Cond
     return conditions
 
 
+LAZY_SNAPSHOTTERS = {"stargz": "containerd-stargz-grpc", "soci": "soci-snapshotter-grpc"}
+
+
+def lazy_pulling_status() -> dict:
+    """The lazy-pulling condition as this machine can give it: reported, never simulated.
+
+    Lazy pulling needs a remote snapshotter daemon; Debian ships only ``ctr-remote`` (package
+    stargz-snapshotter), not the daemon, and pullstudy does not drive one yet, so the condition is
+    unavailable either way, with the reason that applies.
+    """
+    found = {name: shutil.which(binary) for name, binary in LAZY_SNAPSHOTTERS.items()}
+    installed = {name: path for name, path in found.items() if path}
+    if installed:
+        reason = (f"a lazy-pulling snapshotter is installed ({', '.join(f'{n}: {p}' for n, p in installed.items())}) "
+                  "but pullstudy does not drive one yet")
+    else:
+        reason = ("no lazy-pulling snapshotter installed (" + " or ".join(LAZY_SNAPSHOTTERS.values())
+                  + "; Debian packages only ctr-remote, not the snapshotter daemon)")
+    return {"condition": "snapshotter=lazy", "storage": None, "link": None, "available": False, "reason": reason,
+            "link_mbit_measured": None}
+
+
 def _record(name: str, image: dict, cond: Condition, timing: PullTiming, rep: int, seq: int, ref: str,
             versions: dict) -> dict:
     layers, size = decode_tag(image["tag"])
@@ -348,7 +372,8 @@ def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = Tru
             versions["registry"] = registry.version
             images = _craft_all(craft, registry, grid, progress)
             conditions = _provide(stack, grid, registry)
-            _write_json(out / "conditions.json", [c.to_json() for c in conditions])
+            _write_json(out / "conditions.json",
+                        [c.to_json() for c in conditions] + ([lazy_pulling_status()] if grid.lazy else []))
             available = [c for c in conditions if c.available]
             if not available:
                 raise LocalRunError("no condition of the grid can be provided on this machine: "
