@@ -16,7 +16,7 @@ def runs():
 
 def test_committed_catalog_is_a_fresh_build_of_the_manifest():
     manifest = data.load_manifest()
-    fresh = catalog.to_json(catalog.build(manifest), catalog.build_sets(manifest))
+    fresh = catalog.to_json(catalog.build(manifest), catalog.build_sets(manifest), catalog.build_gpu_clusters(manifest))
     committed = json.loads(catalog.catalog_path().read_text())
     assert committed == json.loads(json.dumps(fresh)), "run `make catalog` and commit data/catalog.json"
 
@@ -108,3 +108,12 @@ def test_every_similarity_and_container_size_file_is_in_a_set():
     assert {s.id for s in sets} >= {"similarity/containers", "similarity/performance-study", "similarity/spack"}
     with pytest.raises(KeyError, match="known sets"):
         catalog.get_set("similarity/nothing", sets)
+
+
+def test_every_gpu_node_list_is_a_catalog_gpu_cluster():
+    clusters = catalog.load_gpu_clusters()
+    wanted = {f.path for f in data.load_manifest().files if "/gpu/" in f.path and f.path.endswith(".json")
+              and "container-sizes" not in f.path}
+    assert {c["path"] for c in clusters} == wanted
+    assert {c["provider"] for c in clusters} == {"GKE", "EKS", "AKS"}
+    assert len({c["id"] for c in clusters}) == len(clusters)

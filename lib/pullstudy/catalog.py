@@ -104,6 +104,35 @@ SETS: dict[str, dict] = {
 }
 
 
+#: Archived ``kubectl get nodes -o json`` of the performance study's GPU clusters (GKE, EKS, AKS):
+#: experiments/<cloud>/<service>/gpu/**/nodes*.json and broken-nodes.json.
+GPU_NODE_FILE = re.compile(r"^experiments/([^/]+)/([^/]+)/gpu/(?:.*/)?(nodes[^/]*|broken-nodes)\.json$")
+GPU_PROVIDERS = {"gke": "GKE", "eks": "EKS", "aks": "AKS"}
+
+
+def gpu_cluster_label(path: str) -> str:
+    """``gke/size4/nodes-4`` for experiments/google/gke/gpu/size4/metadata/nodes-4.json."""
+    match = GPU_NODE_FILE.match(path)
+    service = match.group(2) if match else "?"
+    rest = path.split("/gpu/", 1)[-1].replace("metadata/", "").removesuffix(".json")
+    return f"{service}/{rest}"
+
+
+def build_gpu_clusters(manifest: Manifest) -> list[dict]:
+    """Every archived GPU cluster node list: a label, the provider and the file."""
+    rows = []
+    for f in manifest.files:
+        match = GPU_NODE_FILE.match(f.path)
+        if match:
+            rows.append({"id": gpu_cluster_label(f.path), "source": f.source, "path": f.path,
+                         "provider": GPU_PROVIDERS.get(match.group(2), match.group(2))})
+    return sorted(rows, key=lambda r: (r["provider"], r["id"]))
+
+
+def load_gpu_clusters(path: str | Path | None = None) -> list[dict]:
+    return json.loads(Path(path or catalog_path()).read_text())["gpu_clusters"]
+
+
 @dataclass(frozen=True)
 class ContainerSet:
     id: str
@@ -222,12 +251,13 @@ def build(manifest: Manifest) -> list[Run]:
     return runs
 
 
-def to_json(runs: list[Run], sets: list[ContainerSet] | None = None) -> dict:
+def to_json(runs: list[Run], sets: list[ContainerSet] | None = None, gpu_clusters: list[dict] | None = None) -> dict:
     return {
         "about": "Pulling runs of the archived upstream experiments and their conditions, and the archived "
-                 "container sets. Built from data/manifest.json by `python -m pullstudy.catalog build`.",
+                 "container sets and GPU cluster node lists. Built from data/manifest.json by `python -m pullstudy.catalog build`.",
         "runs": [asdict(r) for r in runs],
         "sets": [asdict(s) for s in (sets or [])],
+        "gpu_clusters": gpu_clusters or [],
     }
 
 
@@ -305,7 +335,8 @@ def main(argv: Iterable[str] | None = None) -> int:
     if args.command == "build":
         out = Path(args.out) if args.out else catalog_path()
         manifest = load_manifest(args.manifest)
-        out.write_text(json.dumps(to_json(build(manifest), build_sets(manifest)), indent=1) + "\n")
+        out.write_text(json.dumps(to_json(build(manifest), build_sets(manifest), build_gpu_clusters(manifest)),
+                                  indent=1) + "\n")
         print(f"wrote {out}")
         return 0
     for r in load():

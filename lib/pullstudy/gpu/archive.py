@@ -2,29 +2,26 @@
 
 The performance study kept ``kubectl get nodes -o json`` of its GKE, EKS and AKS GPU clusters. They
 are not Usernetes, but they show what healthy (and unhealthy) GPU nodes look like and exercise the
-same node checks on real objects. The files come from the data manifest by path pattern (the
-catalog of pulling runs does not list them); files the manifest lists but this machine could not
-fetch are reported as unavailable, with the reason ``make data`` recorded.
+same node checks on real objects. The files are the catalog's ``gpu_clusters``; files it lists but
+this machine could not fetch are reported as unavailable, with the reason ``make data`` recorded.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
-from ..data import Manifest, available_files, load_fetch_report, load_manifest
+from .. import catalog
+from ..data import Manifest, load_fetch_report
 from ..paths import raw_dir
 from .checks import ARCHIVE, Check
 from .kube import gpus_per_node_check, readiness_check
 from .nodes import NODE_COLUMNS, node_table
 
-#: experiments/<cloud>/<service>/gpu/**/nodes*.json and broken-nodes.json
-NODE_FILE = re.compile(r"^experiments/([^/]+)/([^/]+)/gpu/(?:.*/)?(nodes[^/]*|broken-nodes)\.json$")
-PROVIDERS = {"gke": "GKE", "eks": "EKS", "aks": "AKS"}
+NODE_FILE, PROVIDERS, cluster_label = catalog.GPU_NODE_FILE, catalog.GPU_PROVIDERS, catalog.gpu_cluster_label
 FILE_COLUMNS = ["key", "cluster", "provider", "path", "available", "reason"]
 SUMMARY_COLUMNS = ["cluster", "provider", "nodes", "gpu_nodes", "instance_type", "accelerator", "gpus_per_node",
                    "expected_per_node", "allocatable_gpus", "expected_gpus", "degraded", "degraded_nodes",
@@ -32,29 +29,18 @@ SUMMARY_COLUMNS = ["cluster", "provider", "nodes", "gpu_nodes", "instance_type",
                    "os_image"]
 
 
-def cluster_label(path: str) -> str:
-    """A short, unique name for a node list: ``gke/size4/nodes-4`` for experiments/google/gke/gpu/size4/metadata/nodes-4.json."""
-    match = NODE_FILE.match(path)
-    service = match.group(2) if match else "?"
-    rest = path.split("/gpu/", 1)[-1].replace("metadata/", "").removesuffix(".json")
-    return f"{service}/{rest}"
-
-
 def archived_node_files(manifest: Manifest | None = None, dest_root: Path | None = None) -> pd.DataFrame:
-    """Every archived GPU node list of the manifest: cluster label, provider, available here or why not."""
-    manifest = manifest or load_manifest()
+    """Every archived GPU node list of the catalog: cluster label, provider, available here or why not."""
     dest_root = dest_root or raw_dir()
-    have = available_files(manifest, dest_root)
+    clusters = catalog.build_gpu_clusters(manifest) if manifest is not None else catalog.load_gpu_clusters()
     why = load_fetch_report(dest_root).get("detail", {})
     rows = []
-    for f in manifest.files:
-        match = NODE_FILE.match(f.path)
-        if not match:
-            continue
-        available = f.key in have
-        reason = "" if available else why.get(f.key, "listed in data/manifest.json, not in data/raw (run `make data`)")
-        rows.append({"key": f.key, "cluster": cluster_label(f.path), "provider": PROVIDERS.get(match.group(2), match.group(2)),
-                     "path": str(dest_root / f.source / f.path), "available": available, "reason": reason})
+    for c in clusters:
+        key, path = f"{c['source']}/{c['path']}", dest_root / c["source"] / c["path"]
+        available = path.is_file()
+        reason = "" if available else why.get(key, "listed in the catalog, not in data/raw (run `make data`)")
+        rows.append({"key": key, "cluster": c["id"], "provider": c["provider"], "path": str(path),
+                     "available": available, "reason": reason})
     return pd.DataFrame(rows, columns=FILE_COLUMNS).sort_values(["provider", "cluster"], ignore_index=True)
 
 
