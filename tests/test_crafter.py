@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.client
 import io
 import tarfile
 import threading
@@ -20,6 +19,7 @@ import pytest
 import requests
 
 import pullstudy
+from proxying import forward
 from pullstudy import crafter
 from pullstudy.backends import services
 from pullstudy.crafter import CraftError
@@ -278,24 +278,11 @@ class _FaultHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        conn = http.client.HTTPConnection(self.server.upstream, timeout=10)
-        # the proxy's Host, so that the registry's Location headers lead back through the proxy
-        headers = {k: v for k, v in self.headers.items()
-                   if k.lower() in ("host", "accept", "authorization", "content-type", "content-range")}
-        conn.request(self.command, self.path, body=body if self.command in ("POST", "PATCH", "PUT") else None,
-                     headers=headers)
-        upstream = conn.getresponse()
-        data = upstream.read()
-        self.server.seen.append((self.command, upstream.status))
-        self.send_response(upstream.status)
-        for key, value in upstream.getheaders():
-            if key.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-        conn.close()
+        # the proxy's Host is kept, so that the registry's Location headers lead back through the proxy
+        status = forward(self, self.server.upstream,
+                         ("host", "accept", "authorization", "content-type", "content-range"),
+                         body=body if self.command in ("POST", "PATCH", "PUT") else None)
+        self.server.seen.append((self.command, status))
 
     do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.client
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ import pytest
 import requests
 import yaml
 
+from proxying import forward
 from pullstudy import manifests, registry
 from pullstudy.registry import RetryPolicy
 
@@ -367,21 +367,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         else:
-            conn = http.client.HTTPConnection(self.server.upstream, timeout=5)
-            headers = {k: v for k, v in self.headers.items() if k.lower() in ("accept", "authorization")}
-            conn.request(self.command, self.path, headers=headers)
-            upstream = conn.getresponse()
-            body, status = upstream.read(), upstream.status
-            self._record(status)
-            self.send_response(status)
-            for key, value in upstream.getheaders():
-                if key.lower() not in ("connection", "transfer-encoding", "content-length", "date", "server"):
-                    self.send_header(key, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
-            conn.close()
+            self._record(forward(self, self.server.upstream, ("accept", "authorization"), timeout=5))
 
     def _record(self, status: int):
         """Before answering, so the client never sees an answer the test cannot count yet."""
