@@ -279,10 +279,9 @@ class _FaultHandler(BaseHTTPRequestHandler):
             self.end_headers()
             return
         # the proxy's Host is kept, so that the registry's Location headers lead back through the proxy
-        status = forward(self, self.server.upstream,
-                         ("host", "accept", "authorization", "content-type", "content-range"),
-                         body=body if self.command in ("POST", "PATCH", "PUT") else None)
-        self.server.seen.append((self.command, status))
+        forward(self, self.server.upstream, ("host", "accept", "authorization", "content-type", "content-range"),
+                body=body if self.command in ("POST", "PATCH", "PUT") else None,
+                record=lambda status: self.server.seen.append((self.command, status)))
 
     do_GET = do_HEAD = do_POST = do_PATCH = do_PUT = do_DELETE = _answer
 

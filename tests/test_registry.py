@@ -367,7 +367,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
         else:
-            self._record(forward(self, self.server.upstream, ("accept", "authorization"), timeout=5))
+            forward(self, self.server.upstream, ("accept", "authorization"), timeout=5, record=self._record)
 
     def _record(self, status: int):
         """Before answering, so the client never sees an answer the test cannot count yet."""
