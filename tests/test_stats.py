@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pullstudy import stats
 from pullstudy.stats import (
     DifferenceCI,
     EquivalenceResult,
@@ -580,3 +581,37 @@ class TestPullModel:
         model = fit_pull_model(synthetic_pulls(20, seed=65), n_boot=20)
         with pytest.raises(dataclasses.FrozenInstanceError):
             model.fixed_s = 0.0  # type: ignore[misc]
+
+
+class TestComparisonCoverage:
+    """The speedup statistics keep their promises on synthetic data whose true ratio is known."""
+
+    def test_ratio_of_medians_ci_covers_the_true_ratio(self):
+        true_ratio, hits, runs = 1.5, 0, 150
+        for i in range(runs):
+            rng = np.random.default_rng(1000 + i)
+            base = rng.lognormal(np.log(30.0), 0.3, 30)
+            treat = rng.lognormal(np.log(30.0 / true_ratio), 0.3, 30)
+            r = stats.bootstrap_ratio_of_medians_ci(base, treat, n_boot=400, seed=i)
+            hits += r.ci_low <= true_ratio <= r.ci_high
+        assert 0.86 <= hits / runs <= 0.995
+
+    def test_geomean_ratio_ci_covers_the_true_speedup_across_images(self):
+        true_ratio, hits, runs = 1.2, 0, 80
+        for i in range(runs):
+            rng = np.random.default_rng(5000 + i)
+            groups = [(rng.lognormal(np.log(m), 0.2, 20), rng.lognormal(np.log(m / true_ratio), 0.2, 20))
+                      for m in (2.0, 10.0, 60.0, 120.0)]
+            g = stats.bootstrap_geomean_ratio_ci(groups, n_boot=400, seed=i)
+            hits += g.ci_low <= true_ratio <= g.ci_high
+        assert 0.86 <= hits / runs <= 1.0
+
+    def test_equivalence_is_rarely_claimed_at_the_margin(self):
+        """At a true ratio on the margin, "equivalent" must be rare (about alpha), not a coin toss."""
+        claimed, runs = 0, 120
+        for i in range(runs):
+            rng = np.random.default_rng(9000 + i)
+            base = rng.lognormal(np.log(11.0), 0.1, 40)
+            treat = rng.lognormal(np.log(10.0), 0.1, 40)  # true ratio 1.10: on the +10% margin
+            claimed += stats.equivalence_test_log_ratio(base, treat, margin=0.10, n_boot=400, seed=i).equivalent
+        assert claimed / runs <= 0.12
