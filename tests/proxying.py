@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 _HOP_BY_HOP = ("connection", "transfer-encoding", "content-length", "date", "server")
 
@@ -33,3 +35,15 @@ def forward(handler: BaseHTTPRequestHandler, upstream: str, keep: tuple[str, ...
         handler.wfile.write(data)
     conn.close()
     return answer.status
+
+
+@contextmanager
+def serving(server: HTTPServer) -> Iterator[HTTPServer]:
+    """Serve in a background thread for the duration of a test; always shut down and close."""
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import pullstudy
-from proxying import forward
+from proxying import forward, serving
 from pullstudy import crafter
 from pullstudy.backends import services
 from pullstudy.crafter import CraftError
@@ -288,14 +288,8 @@ class _FaultHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(reg):
-    server = FaultProxy(reg.host)
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(FaultProxy(reg.host)) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _through(proxy, repository, waits=None, **kw):

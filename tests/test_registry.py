@@ -30,7 +30,7 @@ import pytest
 import requests
 import yaml
 
-from proxying import forward
+from proxying import forward, serving
 from pullstudy import manifests, registry
 from pullstudy.registry import RetryPolicy
 
@@ -379,14 +379,8 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def proxy(study):
-    server = FlakyProxy(study[0])
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(FlakyProxy(study[0])) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize("status", [503, 429])
