@@ -65,7 +65,7 @@ import requests
 from tqdm.auto import tqdm
 
 from . import __version__
-from .registry import _ORAS_DO_REQUEST, TRANSIENT_STATUS, Client, FetchError, RetryPolicy, parse_platform
+from .registry import TRANSIENT_STATUS, Client, FetchError, RetryPolicy, parse_platform
 
 ZEROS, RANDOM, MIXED = "zeros", "random", "mixed"
 CONTENTS = (ZEROS, RANDOM, MIXED)
@@ -255,7 +255,7 @@ def _send(client: Client, method: str, url: str, expect: int, data: bytes | None
           headers: dict | None = None) -> requests.Response:
     """One request with oras's auth handling but no retry of its own: a failed upload restarts whole."""
     try:
-        response = _ORAS_DO_REQUEST(client, url, method, data, dict(headers or {}), None, False)
+        response = client.request_once(url, method, data, headers)
     except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
         raise _Transient(f"{method} {_path(url)}: connection failed ({type(exc).__name__})") from None
     except ValueError as exc:

@@ -154,7 +154,7 @@ class ParseResult:
 
 
 def empty_records() -> pd.DataFrame:
-    return _typed(pd.DataFrame(columns=RECORD_COLUMNS))
+    return typed_records(pd.DataFrame(columns=RECORD_COLUMNS))
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -305,7 +305,7 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
                 scheduled.setdefault(ev.pod_key, ev.time)
     rows = [_record(ev, msg, pulling, started, scheduled, context) for ev, msg in pulled]
     records = pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS)
-    return ParseResult(_typed(records), skipped, items, [str(p) for p in paths])
+    return ParseResult(typed_records(records), skipped, items, [str(p) for p in paths])
 
 
 def _latest_at_or_before(times: list[str] | None, t: str | None) -> str | None:
@@ -344,7 +344,7 @@ def _record(ev: _Event, msg: PullMessage, pulling, started, scheduled, context) 
     }
 
 
-def _typed(df: pd.DataFrame) -> pd.DataFrame:
+def typed_records(df: pd.DataFrame) -> pd.DataFrame:
     """One dtype per column whatever the input, so frames from any backend concatenate cleanly."""
     df = df.copy()
     for col in ("layers", "size_bytes", "image_size_reported", "cluster_nodes"):

@@ -51,11 +51,7 @@ def _finished_with(run_dir: Path, grid: local.LocalGrid) -> bool:
     if not path.is_file():
         return False
     doc = json.loads(path.read_text())
-    return doc.get("status") == "complete" and doc.get("grid") == json.loads(json.dumps(_grid_json(grid)))
-
-
-def _grid_json(grid: local.LocalGrid) -> dict:
-    return asdict(grid)
+    return doc.get("status") == "complete" and doc.get("grid") == json.loads(json.dumps(asdict(grid)))
 
 
 def run_name(notebook: str, grid: local.LocalGrid) -> str:

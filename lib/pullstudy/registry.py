@@ -185,13 +185,18 @@ class Client(oras.provider.Registry):
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
 
+    def request_once(self, url, method="GET", data=None, headers=None, json=None, stream=False):
+        """oras's request (auth included) and nothing more: for callers that retry a larger unit, such
+        as a whole blob upload that must restart from its first byte."""
+        return _ORAS_DO_REQUEST(self, url, method, data, dict(headers or {}), json, stream)
+
     def do_request(self, url, method="GET", data=None, headers=None, json=None, stream=False):
         """oras's request (auth included), retried on connection errors, 429 and 5xx only."""
         start, what = time.monotonic(), f"{method} {_redact_url(url)}"
         for attempt in range(1, self.retry.attempts + 1):
             retry_after = None
             try:
-                response = _ORAS_DO_REQUEST(self, url, method, data, dict(headers or {}), json, stream)
+                response = self.request_once(url, method, data, headers, json, stream)
                 if response.status_code not in TRANSIENT_STATUS:
                     return response
                 problem = f"HTTP {response.status_code}{_error_codes(response)}"

@@ -53,7 +53,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..events import RECORD_COLUMNS, _typed, decode_tag
+from ..events import RECORD_COLUMNS, decode_tag, typed_records
 from .services import (Cleanup, ConditionUnavailable, Containerd, DiskFull, RateLimitedLink, Registry,
                        ScratchDir, ServiceError, Tmpfs, mount_of)
 
@@ -400,9 +400,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _typed_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
-    """The record columns typed as events._typed types them, then the local extras."""
+    """The record columns typed as events.typed_records types them, then the local extras."""
     df = pd.DataFrame(rows, columns=LOCAL_COLUMNS) if not isinstance(rows, pd.DataFrame) else rows
-    typed = _typed(df[RECORD_COLUMNS])
+    typed = typed_records(df[RECORD_COLUMNS])
     for col in ("fetch_s", "unpack_s", "link_mbit_measured"):
         typed[col] = df[col].astype("float64")
     for col in ("repetition", "sequence"):
