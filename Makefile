@@ -11,13 +11,21 @@ STUDY ?=
 BACKEND ?= archive
 RUN_ARGS ?=
 PYTEST_ARGS ?=
+# The lazy-pulling snapshotter daemon (tools/stargz), built from the library Debian packages.
+STARGZ := $(VENV)/bin/pullstudy-stargz
+STARGZ_LIB := golang-github-containerd-stargz-snapshotter-dev
+DEBIAN_GOPATH := /usr/share/gocode
+# Built before `run` and `test` wherever Go and the library are installed; elsewhere lazy pulling is
+# reported unavailable, with this hint.
+MAYBE_STARGZ := $(if $(and $(shell command -v go),$(wildcard $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter)),$(STARGZ))
 
-.PHONY: help env data verify-data reproduce run test lab bench catalog clean distclean
+.PHONY: help env stargz data verify-data reproduce run test lab bench catalog clean distclean
 
 help:
 	@echo "make reproduce    fetch + verify the archived data, run every notebook into results/"
 	@echo "make test         fetch + verify the data, run the test suite"
 	@echo "make run STUDY=03-local-ssd BACKEND=local   one study; BACKEND=local measures on this machine"
+	@echo "make stargz       build the lazy-pulling snapshotter (needs golang-go $(STARGZ_LIB))"
 	@echo "make lab          JupyterLab on notebooks/ (127.0.0.1)"
 	@echo "make bench        the benchmarks (each against its baseline, in the same run)"
 	@echo "make data         fill data/raw/ from \$$PULLSTUDY_DATA_MIRROR or by download, verifying every file"
@@ -33,6 +41,15 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
+stargz: $(STARGZ)
+
+$(STARGZ): tools/stargz/main.go $(STAMP)
+	@command -v go >/dev/null && test -d $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter || \
+	  { echo "make stargz needs Go and the stargz library: apt-get install golang-go $(STARGZ_LIB) stargz-snapshotter"; exit 2; }
+	cd tools/stargz && GO111MODULE=off GOPATH=$(DEBIAN_GOPATH) GOFLAGS= go build -trimpath \
+	  -ldflags "-X main.libraryVersion=$$(dpkg-query -W -f '$${Version}' $(STARGZ_LIB) 2>/dev/null || echo unknown)" \
+	  -o $(abspath $@) .
+
 data: $(STAMP)
 	$(PY) -m pullstudy.data fetch $(DATA_ARGS)
 
@@ -45,11 +62,11 @@ catalog: $(STAMP)
 reproduce: data
 	$(PY) -m pullstudy.reproduce $(REPRODUCE_ARGS)
 
-run: data
+run: data $(MAYBE_STARGZ)
 	@test -n "$(STUDY)" || { echo "usage: make run STUDY=<notebook, e.g. 03-local-ssd> [BACKEND=archive|local] [RUN_ARGS='-p key=value']"; exit 2; }
 	$(PY) -m pullstudy.reproduce --only $(STUDY) --results results/$(BACKEND) -p backend=$(BACKEND) $(RUN_ARGS)
 
-test: data
+test: data $(MAYBE_STARGZ)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: data

@@ -24,7 +24,7 @@ import pytest
 import requests
 
 from pullstudy import catalog, crafter, events
-from pullstudy.backends import local, services
+from pullstudy.backends import lazy, local, services
 from pullstudy.backends.services import (ConditionUnavailable, Containerd, MissingBinary, PortInUse,
                                          RateLimitedLink, Registry, Tmpfs)
 from pullstudy.registry import RetryPolicy
@@ -74,7 +74,7 @@ def _mounts() -> set[str]:
 def _scratch() -> set[str]:
     """Our temporary folders (configs, sockets, logs, registry storage, the disk condition's root)."""
     return {str(p) for d in (tempfile.gettempdir(), "/var/tmp") for p in Path(d).glob("pullstudy-*")
-            if p.name.split("-")[1] in ("registry", "ctd", "tmpfs", "link", "disk")}
+            if p.name.split("-")[1] in ("registry", "ctd", "tmpfs", "link", "disk", "sgz", "esgz")}
 
 
 def _netns() -> set[str]:
@@ -103,7 +103,7 @@ def clean_machine(spawned):
     yield spawned
     assert_no_processes(spawned)
     assert not _scratch() - scratch, "temporary folders left"
-    assert not {m for m in _mounts() - mounts if "pullstudy-tmpfs-" in m}, "mounts left"
+    assert not {m for m in _mounts() - mounts if "pullstudy-" in m}, "mounts left"
     assert not {n for n in _netns() - namespaces if n.startswith(f"pullstudy-{os.getpid()}-")}, "network namespaces left"
 
 
@@ -242,7 +242,8 @@ def test_every_pull_is_recorded_with_the_one_schema(tiny_run):
         same = str(df[col].dtype) == str(archived[col]) or str(df[col].dtype).split("[")[0] == str(archived[col]).split("[")[0]
         assert same, (col, df[col].dtype, archived[col])
     assert set(df["study"]) == {"local"} and set(df["run"]) == {"tiny"} and set(df["backend"]) == {"local"}
-    assert set(df["condition"]) == {"storage=disk,link=loopback", "storage=tmpfs,link=loopback"}
+    assert set(df["condition"]) == {"storage=disk,link=loopback,snapshotter=overlayfs",
+                                    "storage=tmpfs,link=loopback,snapshotter=overlayfs"}
     assert (df["cluster_nodes"] == 1).all() and (~df["cache_hit"]).all() and df["study_image"].all()
     assert (df["pull_wait_s"] == df["pull_s"]).all()
     assert (df["tag"] == [f"{n}-layers-size-{s}-bytes" for n, s in zip(df["layers"], df["size_bytes"])]).all()
@@ -320,7 +321,7 @@ def test_an_error_mid_run_leaves_complete_records_and_nothing_running(tmp_path, 
 
 def test_a_full_disk_stops_the_run_naming_the_condition(tmp_path, clean_machine):
     grid = _small(sizes_bytes=(8 * MB,), tmpfs_size=3 * 1024 * 1024)
-    with pytest.raises(local.LocalRunError, match=r"disk full under condition storage=tmpfs,link=loopback .*"
+    with pytest.raises(local.LocalRunError, match=r"disk full under condition storage=tmpfs,link=loopback,snapshotter=overlayfs .*"
                                                   r"this pull was not recorded"):
         local.run(grid, tmp_path, name="full", progress=False)
     assert (tmp_path / "raw" / "records.jsonl").read_bytes() == b""
@@ -349,8 +350,8 @@ def test_a_condition_this_machine_lacks_is_reported_and_skipped(tmp_path, clean_
     monkeypatch.setattr(services.RateLimitedLink, "_open", _no_namespaces)
     local.run(_small(links=("loopback", "rate-limited")), tmp_path, name="partial", progress=False)
     conditions = {c["condition"]: c for c in json.loads((tmp_path / "conditions.json").read_text())}
-    assert conditions["storage=tmpfs,link=loopback"]["available"] is True
-    lacking = conditions["storage=tmpfs,link=rate-limited"]
+    assert conditions["storage=tmpfs,link=loopback,snapshotter=overlayfs"]["available"] is True
+    lacking = conditions["storage=tmpfs,link=rate-limited,snapshotter=overlayfs"]
     assert lacking["available"] is False and lacking["reason"] == "no namespaces here (test)"
     df = local.load_local_run(tmp_path)
     assert list(df["link"]) == ["loopback"]
@@ -363,7 +364,7 @@ def _no_namespaces(self):
 def test_without_root_no_condition_runs_and_the_reasons_are_written(tmp_path, monkeypatch, clean_machine):
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(local.LocalRunError, match=r"no condition of the grid can be provided on this machine: "
-                                                  r"storage=tmpfs,link=loopback: mounting a tmpfs needs root"):
+                                                  r"storage=tmpfs,link=loopback,snapshotter=overlayfs: mounting a tmpfs needs root"):
         local.run(_small(sizes_bytes=(1 * MB,)), tmp_path, name="noroot", progress=False)
     [cond] = json.loads((tmp_path / "conditions.json").read_text())
     assert cond["available"] is False and "needs root" in cond["reason"]
@@ -433,11 +434,92 @@ def test_local_study_names_runs_by_grid_and_reuses_only_finished_ones(tmp_path):
                            run_dir=folder, progress=False)
 
 
-def test_lazy_pulling_is_reported_unavailable_with_the_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(local.shutil, "which", lambda name: None)
-    status = local.lazy_pulling_status()
-    assert not status["available"] and "containerd-stargz-grpc" in status["reason"]
-    fake = tmp_path / "containerd-stargz-grpc"
-    monkeypatch.setattr(local.shutil, "which", lambda name: str(fake) if name == "containerd-stargz-grpc" else None)
-    status = local.lazy_pulling_status()
-    assert not status["available"] and "does not drive one yet" in status["reason"] and str(fake) in status["reason"]
+# --- lazy pulling (the stargz snapshotter, built by `make stargz`) -------------------------------------
+
+needs_stargz = pytest.mark.skipif(lazy.unavailable_reason() is not None,
+                                  reason=f"lazy pulling unavailable here: {lazy.unavailable_reason()}")
+
+
+@needs_stargz
+def test_a_lazy_pull_fetches_the_table_of_contents_and_reads_fetch_the_files(clean_machine):
+    with Registry() as reg, services.ScratchDir("/var/tmp", "pullstudy-disk-") as disk, \
+            lazy.StargzSnapshotter() as sgz, Containerd(disk.path / "root", snapshotter="stargz",
+                                                        remote_snapshotter=sgz) as ctd:
+        image = crafter.craft(reg.host, "lazy/test", layers=3, size_bytes=6 * MB, content="random", seed=3)
+        spec = {"repository": "lazy/test", "tag": image.tag}
+        lazy.convert_images(reg.host, [spec], progress=False)
+        ref = f"{reg.host}/{lazy.lazy_repository('lazy/test')}:{image.tag}"
+        timing = local.lazy_pull(ctd, ref)
+        assert timing.fetch_s is None and timing.unpack_s is None and timing.pull_s > 0
+        assert timing.fetched_bytes < 64 * 1024  # manifest and config only: the layers stay remote
+        assert sum("fuse" in line for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                   if str(disk.path) in line) == 3  # one remote mount per layer
+        seconds, nbytes = local.read_image(ctd)
+        assert nbytes == 6 * MB and seconds > 0
+        assert ctd.content_bytes() < 64 * 1024  # what was read came through the snapshotter, not the store
+        assert sgz.version.startswith("0.")
+        pid = sgz.process.pid
+        os.kill(pid, signal.SIGKILL)  # a crashed daemon leaves its FUSE mounts: stop() must remove them
+        time.sleep(0.2)
+    assert not [m for m in _mounts() if str(disk.path) in m]
+
+
+@needs_stargz
+def test_a_lazy_grid_records_both_snapshotters_in_the_one_schema(tmp_path, clean_machine):
+    grid = _small(sizes_bytes=(2 * MB, 12 * MB), contents=("random", "zeros"), storage=("disk",),
+                  snapshotters=("overlayfs", "stargz"), repetitions=2)
+    local.run(grid, tmp_path, name="lazy", progress=False)
+    df = local.load_local_run(tmp_path)
+    assert len(df) == grid.pulls() == 2 * 2 * 2 * 2
+    assert list(df.columns) == events.RECORD_COLUMNS + local.EXTRA_COLUMNS
+    assert (df["read_bytes"] == df["size_bytes"]).all()  # every file of every image read, whichever snapshotter
+    lazy_ = df[df["snapshotter"] == "stargz"]
+    eager = df[df["snapshotter"] == "overlayfs"]
+    assert lazy_["fetch_s"].isna().all() and lazy_["unpack_s"].isna().all()
+    assert eager["fetch_s"].notna().all() and eager["unpack_s"].notna().all()
+    assert set(lazy_["image"].str.split("/").str[1]) == {"pullstudy"}
+    assert lazy_["image"].str.contains("-esgz:").all() and not eager["image"].str.contains("-esgz").any()
+    assert (lazy_["image_size_reported"] < 64 * 1024).all()
+    big_random = eager[(eager["content"] == "random") & (eager["size_bytes"] == 12 * MB)]
+    assert (big_random["image_size_reported"] >= 12 * MB).all()  # the eager pull transferred the image
+    doc = json.loads((tmp_path / "run.json").read_text())
+    assert doc["image_streaming"] is True and doc["versions"]["snapshotters"] == ["overlayfs", "stargz"]
+    assert doc["versions"]["stargz_snapshotter"].startswith("0.")
+    print("\n" + local.summarize(df).to_string())
+
+
+def test_without_the_snapshotter_lazy_is_unavailable_with_the_remedy(tmp_path, monkeypatch, clean_machine):
+    monkeypatch.setattr(lazy, "daemon_binary", lambda: None)
+    local.run(_small(snapshotters=("overlayfs", "stargz")), tmp_path, name="nolazy", progress=False)
+    conditions = {c["condition"]: c for c in json.loads((tmp_path / "conditions.json").read_text())}
+    lacking = conditions["storage=tmpfs,link=loopback,snapshotter=stargz"]
+    assert lacking["available"] is False and "make stargz" in lacking["reason"]
+    assert "golang-github-containerd-stargz-snapshotter-dev" in lacking["reason"]
+    assert conditions["storage=tmpfs,link=loopback,snapshotter=overlayfs"]["available"] is True
+    assert set(local.load_local_run(tmp_path)["snapshotter"]) == {"overlayfs"}
+    assert json.loads((tmp_path / "run.json").read_text())["image_streaming"] is False
+
+
+def test_the_lazy_reasons_name_each_missing_part(monkeypatch):
+    monkeypatch.setattr(lazy, "daemon_binary", lambda: None)
+    monkeypatch.setattr(lazy.shutil, "which", lambda name: None)
+    monkeypatch.setattr(lazy.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(lazy.os, "geteuid", lambda: 1000)
+    reason = lazy.unavailable_reason()
+    for part in ("make stargz", "apt-get install stargz-snapshotter", "/dev/fuse", "needs root"):
+        assert part in reason
+
+
+def test_the_daemon_is_found_by_setting_beside_python_or_not_at_all(monkeypatch, tmp_path):
+    daemon = tmp_path / "pullstudy-stargz"
+    daemon.write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PULLSTUDY_STARGZ", str(daemon))
+    assert lazy.daemon_binary() is None  # not executable
+    daemon.chmod(0o755)
+    assert lazy.daemon_binary() == str(daemon)
+    monkeypatch.delenv("PULLSTUDY_STARGZ")
+    monkeypatch.setattr(lazy.shutil, "which", lambda name: None)
+    monkeypatch.setattr(lazy.sys, "executable", str(tmp_path / "python"))
+    assert lazy.daemon_binary() == str(daemon)
+    daemon.unlink()
+    assert lazy.daemon_binary() is None

@@ -26,7 +26,15 @@ unavailable with the reason and skipped, never simulated.
 Cold means cold on the pulling side. The registry's blobs stay in the page cache between pulls (a warm
 registry, as a busy real one is); caches are not dropped because that would disturb the whole machine.
 ``image_size_reported`` is the bytes in containerd's content store after the fetch (manifest, config,
-compressed layers), what the kubelet's "Image size" reports. ``link_mbit_measured`` is the shaped
+compressed layers), what the kubelet's "Image size" reports.
+
+Snapshotters: ``overlayfs`` pulls as above. ``stargz`` (lazy pulling, see :mod:`.lazy`) pulls the
+eStargz copy of the image with ``ctr-remote image rpull``: ``pull_s`` is that command (manifest, config
+and the layers' tables of contents, then remote mounts); there is no separate fetch and unpack, so
+``fetch_s`` and ``unpack_s`` are empty. After every pull, under both snapshotters, the image is
+mounted read-only and every file read once: ``read_s`` (and ``read_bytes``, which must equal the
+image's size). Time to useful work is ``pull_s + read_s``: under overlayfs the files are already on
+local storage (just written, so mostly in the page cache); under stargz the reads fetch them. ``link_mbit_measured`` is the shaped
 link's rate measured at setup (a timed transfer); loopback is neither shaped nor measured (empty).
 
 Out: ``raw/records.jsonl`` (one complete line per pull, flushed as it happens), ``records.csv`` (the
@@ -39,7 +47,6 @@ import json
 import os
 import platform
 import random
-import shutil
 import socket
 import time
 from contextlib import ExitStack
@@ -54,16 +61,17 @@ from tqdm.auto import tqdm
 
 from .. import catalog
 from ..events import RECORD_COLUMNS, decode_tag, typed_records
+from . import lazy
 from .services import (Cleanup, ConditionUnavailable, Containerd, DiskFull, RateLimitedLink, Registry,
-                       ScratchDir, ServiceError, Tmpfs, mount_of)
+                       ScratchDir, ServiceError, Tmpfs, mount, mount_of, require_binary, unmount)
 
 STORAGES = ("disk", "tmpfs")
 LINKS = ("loopback", "rate-limited")
 CONTENTS = ("zeros", "random", "mixed")
-EXTRA_COLUMNS = ["fetch_s", "unpack_s", "repetition", "sequence", "storage", "link", "link_mbit_measured",
-                 "containerd_version", "snapshotter", "root_fstype", "root_device"]
+SNAPSHOTTERS = ("overlayfs", lazy.SNAPSHOTTER)
+EXTRA_COLUMNS = ["fetch_s", "unpack_s", "read_s", "read_bytes", "repetition", "sequence", "storage", "link",
+                 "link_mbit_measured", "containerd_version", "snapshotter", "root_fstype", "root_device"]
 LOCAL_COLUMNS = RECORD_COLUMNS + EXTRA_COLUMNS
-SNAPSHOTTER = "overlayfs"
 MiB = 1024 * 1024
 
 
@@ -73,7 +81,7 @@ class LocalRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalGrid:
-    """What to measure: sizes x layers x contents x storage x links, each pulled ``repetitions`` times."""
+    """What to measure: sizes x layers x contents x storage x links x snapshotters, each pulled ``repetitions`` times."""
 
     sizes_bytes: tuple[int, ...]
     layers: tuple[int, ...]
@@ -86,13 +94,14 @@ class LocalGrid:
     delay_ms: float | None = None   # one-way, each direction, on the rate-limited link; needs netem
     tmpfs_size: int | None = None   # bytes; default 3 x the largest image + 256 MiB
     disk_dir: str | None = None     # where "disk" puts containerd's root; default a new dir in /var/tmp
-    lazy: bool = False              # also ask for lazy pulling (a stargz or SOCI snapshotter)
+    snapshotters: tuple[str, ...] = ("overlayfs",)  # add "stargz" for lazy pulling
 
     def __post_init__(self):
-        for name in ("sizes_bytes", "layers", "contents", "storage", "links"):
+        for name in ("sizes_bytes", "layers", "contents", "storage", "links", "snapshotters"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple([value] if isinstance(value, (int, str)) else value))
-        checks = [(self.contents, CONTENTS, "contents"), (self.storage, STORAGES, "storage"), (self.links, LINKS, "links")]
+        checks = [(self.contents, CONTENTS, "contents"), (self.storage, STORAGES, "storage"), (self.links, LINKS, "links"),
+                  (self.snapshotters, SNAPSHOTTERS, "snapshotters")]
         for values, allowed, what in checks:
             bad = set(values) - set(allowed)
             if bad or not values:
@@ -108,15 +117,16 @@ class LocalGrid:
         return [{"content": c, "layers": n, "size_bytes": s, "seed": self.seed + i} for i, (c, n, s) in enumerate(combos)]
 
     def pulls(self) -> int:
-        return len(self.images()) * len(self.storage) * len(self.links) * self.repetitions
+        return len(self.images()) * len(self.storage) * len(self.links) * len(self.snapshotters) * self.repetitions
 
 
 @dataclass
 class Condition:
-    """One storage x link combination, what provides it, and whether this machine could."""
+    """One storage x link x snapshotter combination, what provides it, and whether this machine could."""
 
     storage: str
     link: str
+    snapshotter: str = "overlayfs"
     available: bool = True
     reason: str | None = None
     details: dict = field(default_factory=dict)
@@ -126,17 +136,18 @@ class Condition:
 
     @property
     def name(self) -> str:
-        return f"storage={self.storage},link={self.link}"
+        return f"storage={self.storage},link={self.link},snapshotter={self.snapshotter}"
 
     def to_json(self) -> dict:
-        return {"condition": self.name, "storage": self.storage, "link": self.link, "available": self.available,
+        return {"condition": self.name, "storage": self.storage, "link": self.link, "snapshotter": self.snapshotter,
+                "available": self.available,
                 "reason": self.reason, "link_mbit_measured": self.link_mbit_measured, **self.details}
 
 
 @dataclass(frozen=True)
 class PullTiming:
-    fetch_s: float
-    unpack_s: float
+    fetch_s: float | None  # None: a lazy pull has no separate fetch and unpack
+    unpack_s: float | None
     pull_s: float
     fetched_bytes: int
     pulling_at: str
@@ -156,6 +167,66 @@ def cold_pull(ctd: Containerd, ref: str) -> PullTiming:
     ctd.ctr("--debug", "images", "pull", "--plain-http", "--snapshotter", ctd.snapshotter, ref)
     t2 = time.perf_counter()
     return PullTiming(t1 - t0, t2 - t1, t2 - t0, ctd.content_bytes(), pulling_at, _now())
+
+
+def lazy_pull(ctd: Containerd, ref: str) -> PullTiming:
+    """Wipe containerd and the snapshotter's cache, then time ``ctr-remote image rpull`` (a lazy pull)."""
+    ctr_remote = require_binary("ctr-remote")
+    ctd.wipe()
+    pulling_at, t0 = _now(), time.perf_counter()
+    ctd.ctr("--debug", "images", "rpull", "--plain-http", ref, binary=ctr_remote)
+    t1 = time.perf_counter()
+    return PullTiming(None, None, t1 - t0, ctd.content_bytes(), pulling_at, _now())
+
+
+def top_snapshot(ctd: Containerd) -> str:
+    """The committed snapshot no other one builds on: the image's top layer after a cold pull of one image."""
+    listing = ctd.ctr("snapshots", "--snapshotter", ctd.snapshotter, "ls").stdout.splitlines()[1:]
+    rows = [line.split() for line in listing if line.strip()]
+    committed = [r for r in rows if r[-1] == "Committed"]
+    parents = {r[1] for r in committed if len(r) == 3}
+    tops = [r[0] for r in committed if r[0] not in parents]
+    if len(tops) != 1:
+        raise ServiceError(f"expected one image in the {ctd.snapshotter} snapshotter after a cold pull, found the "
+                           f"tops {tops}")
+    return tops[0]
+
+
+def _read_tree(root: Path) -> int:
+    """Read every regular file under ``root`` once, in 1 MiB blocks; the bytes read."""
+    total, block = 0, bytearray(MiB)
+    view = memoryview(block)
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            if os.path.islink(path) or not os.path.isfile(path):
+                continue
+            with open(path, "rb", buffering=0) as f:
+                while n := f.readinto(view):
+                    total += n
+    return total
+
+
+def read_image(ctd: Containerd, key: str = "pullstudy-read") -> tuple[float, int]:
+    """Mount the pulled image read-only and read every file once: (seconds, bytes).
+
+    The time runs from creating the view to the last byte read: the work a container does before its
+    files are useful. Under a lazy snapshotter the reads fetch the contents from the registry.
+    """
+    target = ctd.tmp / "read"
+    target.mkdir(exist_ok=True)
+    t0 = time.perf_counter()
+    mounts = json.loads(ctd.ctr("snapshots", "--snapshotter", ctd.snapshotter, "view", "--mounts", key,
+                                top_snapshot(ctd)).stdout)
+    if len(mounts) != 1:
+        raise ServiceError(f"the view of the image has {len(mounts)} mounts; pullstudy mounts exactly one: {mounts}")
+    mount(mounts[0]["Type"], mounts[0]["Source"], target, mounts[0].get("Options") or ())
+    try:
+        nbytes = _read_tree(target)
+        seconds = time.perf_counter() - t0
+    finally:
+        unmount(str(target))
+    return seconds, nbytes
 
 
 def _append(fd: int, record: dict) -> None:
@@ -208,23 +279,32 @@ def _craft_all(craft: Callable, registry: Registry, grid: LocalGrid, progress: b
 
 def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Condition]:
     """Start what each condition needs; a condition this machine cannot provide is marked, not faked."""
-    stores: dict[str, tuple[Containerd | None, str | None, dict]] = {}
+    stores: dict[tuple[str, str], tuple[Containerd | None, str | None, dict]] = {}
     largest = max(grid.sizes_bytes)
     for storage in grid.storage:
         try:
-            if storage == "tmpfs":
-                fs = stack.enter_context(Tmpfs(grid.tmpfs_size or 3 * largest + 256 * MiB))
-                root = fs.path / "containerd"
+            if storage == "tmpfs":  # overlayfs holds content + snapshots, stargz its cache of fetched chunks
+                size = (3 + (lazy.SNAPSHOTTER in grid.snapshotters)) * largest + 256 * MiB
+                base = stack.enter_context(Tmpfs(grid.tmpfs_size or size)).path
             else:
                 base = stack.enter_context(ScratchDir(grid.disk_dir or "/var/tmp", "pullstudy-disk-")).path
                 _, fstype, _ = mount_of(base)
                 if fstype in ("tmpfs", "ramfs"):
                     raise ConditionUnavailable(f"the disk directory {base} is on {fstype}: pass disk_dir= on a disk")
-                root = base / "containerd"
-            ctd = stack.enter_context(Containerd(root, snapshotter=SNAPSHOTTER))
-            stores[storage] = (ctd, None, {"root_fstype": ctd.root_fstype, "root_device": ctd.root_device})
         except ConditionUnavailable as exc:
-            stores[storage] = (None, exc.reason, {})
+            stores.update({(storage, snap): (None, exc.reason, {}) for snap in grid.snapshotters})
+            continue
+        for snap in grid.snapshotters:
+            try:
+                remote = stack.enter_context(lazy.StargzSnapshotter()) if snap == lazy.SNAPSHOTTER else None
+                ctd = stack.enter_context(Containerd(base / f"containerd-{snap}", snapshotter=snap,
+                                                     remote_snapshotter=remote))
+                details = {"root_fstype": ctd.root_fstype, "root_device": ctd.root_device}
+                if remote:
+                    details["stargz_snapshotter"] = remote.version
+                stores[(storage, snap)] = (ctd, None, details)
+            except ConditionUnavailable as exc:
+                stores[(storage, snap)] = (None, exc.reason, {})
     links: dict[str, tuple[str | None, float | None, str | None, dict]] = {}
     for link in grid.links:
         if link == "loopback":
@@ -241,39 +321,18 @@ def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Cond
             links[link] = (None, None, exc.reason, {"link_mbit_configured": grid.rate_mbit, "delay_ms": grid.delay_ms})
     conditions = []
     for storage in grid.storage:
-        ctd, s_reason, s_details = stores[storage]
         for link in grid.links:
-            host, measured, l_reason, l_details = links[link]
-            reasons = [r for r in (s_reason, l_reason) if r]
-            conditions.append(Condition(storage, link, not reasons, "; ".join(reasons) or None,
-                                        {**s_details, **l_details}, ctd, host, measured))
+            for snap in grid.snapshotters:
+                ctd, s_reason, s_details = stores[(storage, snap)]
+                host, measured, l_reason, l_details = links[link]
+                reasons = [r for r in (s_reason, l_reason) if r]
+                conditions.append(Condition(storage, link, snap, not reasons, "; ".join(reasons) or None,
+                                            {**s_details, **l_details}, ctd, host, measured))
     return conditions
 
 
-LAZY_SNAPSHOTTERS = {"stargz": "containerd-stargz-grpc", "soci": "soci-snapshotter-grpc"}
-
-
-def lazy_pulling_status() -> dict:
-    """The lazy-pulling condition as this machine can give it: reported, never simulated.
-
-    Lazy pulling needs a remote snapshotter daemon; Debian ships only ``ctr-remote`` (package
-    stargz-snapshotter), not the daemon, and pullstudy does not drive one yet, so the condition is
-    unavailable either way, with the reason that applies.
-    """
-    found = {name: shutil.which(binary) for name, binary in LAZY_SNAPSHOTTERS.items()}
-    installed = {name: path for name, path in found.items() if path}
-    if installed:
-        reason = (f"a lazy-pulling snapshotter is installed ({', '.join(f'{n}: {p}' for n, p in installed.items())}) "
-                  "but pullstudy does not drive one yet")
-    else:
-        reason = ("no lazy-pulling snapshotter installed (" + " or ".join(LAZY_SNAPSHOTTERS.values())
-                  + "; Debian packages only ctr-remote, not the snapshotter daemon)")
-    return {"condition": "snapshotter=lazy", "storage": None, "link": None, "available": False, "reason": reason,
-            "link_mbit_measured": None}
-
-
-def _record(name: str, image: dict, cond: Condition, timing: PullTiming, rep: int, seq: int, ref: str,
-            versions: dict) -> dict:
+def _record(name: str, image: dict, cond: Condition, timing: PullTiming, read: tuple[float, int], rep: int,
+            seq: int, ref: str, versions: dict) -> dict:
     layers, size = decode_tag(image["tag"])
     ctd = cond.containerd
     return {
@@ -283,7 +342,8 @@ def _record(name: str, image: dict, cond: Condition, timing: PullTiming, rep: in
         "pull_s": timing.pull_s, "pull_wait_s": timing.pull_s, "cache_hit": False,
         "pulling_at": timing.pulling_at, "pulled_at": timing.pulled_at, "started_at": None,
         "source": f"raw/records.jsonl:{seq + 1}", "pod": None, "scheduled_at": None, "study_image": True,
-        "fetch_s": timing.fetch_s, "unpack_s": timing.unpack_s, "repetition": rep, "sequence": seq,
+        "fetch_s": timing.fetch_s, "unpack_s": timing.unpack_s, "read_s": read[0], "read_bytes": read[1],
+        "repetition": rep, "sequence": seq,
         "storage": cond.storage, "link": cond.link, "link_mbit_measured": cond.link_mbit_measured,
         "containerd_version": versions["containerd"], "snapshotter": ctd.snapshotter,
         "root_fstype": ctd.root_fstype, "root_device": ctd.root_device,
@@ -307,7 +367,7 @@ def _run_entry(name: str, grid: LocalGrid, machine: dict, versions: dict, condit
         "id": f"local/{name}", "source": "local", "experiment": "local", "run": name, "provider": "local",
         "machine_type": f"{machine['hostname']} / {machine['cpu_model']} ({machine['cpus']} CPUs)", "region": None,
         "registry": f"CNCF distribution {versions.get('registry', '?')} on this machine, links: {', '.join(grid.links)}",
-        "ephemeral_storage": "; ".join(storages) or "none available", "image_streaming": False,
+        "ephemeral_storage": "; ".join(storages) or "none available", "image_streaming": any(c.available and c.snapshotter == lazy.SNAPSHOTTER for c in conditions),
         "image_content": ", ".join(grid.contents), "study_file": "run.json",
         "description": f"local backend: {len(grid.sizes_bytes)} sizes x {len(grid.layers)} layer counts x "
                        f"{len(grid.contents)} contents, {grid.repetitions} cold pulls each, per condition",
@@ -327,9 +387,12 @@ def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], f
             plan = [(image, cond) for image in images for cond in available]
             rng.shuffle(plan)
             for image, cond in plan:
-                ref = f"{cond.registry_host}/{image['repository']}:{image['tag']}"
+                lazily = cond.snapshotter == lazy.SNAPSHOTTER
+                repository = lazy.lazy_repository(image["repository"]) if lazily else image["repository"]
+                ref = f"{cond.registry_host}/{repository}:{image['tag']}"
                 try:
-                    timing = cold_pull(cond.containerd, ref)
+                    timing = (lazy_pull if lazily else cold_pull)(cond.containerd, ref)
+                    read = read_image(cond.containerd)
                 except DiskFull as exc:
                     raise LocalRunError(f"disk full under condition {cond.name} (containerd root "
                                         f"{cond.containerd.root_dir}, {cond.containerd.root_fstype}) while pulling "
@@ -337,7 +400,7 @@ def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], f
                                         f"tmpfs_size / a disk_dir with room. ({exc})") from exc
                 except ServiceError as exc:
                     raise LocalRunError(f"pull of {ref} under condition {cond.name} failed: {exc}") from exc
-                _append(fd, _record(name, image, cond, timing, rep, counter[0], ref, versions))
+                _append(fd, _record(name, image, cond, timing, read, rep, counter[0], ref, versions))
                 counter[0] += 1
                 bar.update()
 
@@ -372,13 +435,20 @@ def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = Tru
             versions["registry"] = registry.version
             images = _craft_all(craft, registry, grid, progress)
             conditions = _provide(stack, grid, registry)
-            _write_json(out / "conditions.json",
-                        [c.to_json() for c in conditions] + ([lazy_pulling_status()] if grid.lazy else []))
+            _write_json(out / "conditions.json", [c.to_json() for c in conditions])
             available = [c for c in conditions if c.available]
             if not available:
                 raise LocalRunError("no condition of the grid can be provided on this machine: "
                                     + "; ".join(f"{c.name}: {c.reason}" for c in conditions))
-            versions.update(containerd=available[0].containerd.version, snapshotter=SNAPSHOTTER)
+            versions.update(containerd=available[0].containerd.version,
+                            snapshotters=sorted({c.snapshotter for c in available}))
+            if lazy.SNAPSHOTTER in versions["snapshotters"]:
+                versions["stargz_snapshotter"] = next(c.details["stargz_snapshotter"] for c in available
+                                                      if c.snapshotter == lazy.SNAPSHOTTER)
+                try:
+                    lazy.convert_images(registry.host, images, grid.disk_dir, progress)
+                except ServiceError as exc:
+                    raise LocalRunError(f"{exc}; no pull was measured, no record written") from exc
             status("running")
             stack.enter_context(Cleanup(interrupted, f"status of run {name}"))
             _pull_all(grid, images, available, fd, name, versions, progress, counter)
@@ -401,11 +471,12 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 def _typed_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     """The record columns typed as events.typed_records types them, then the local extras."""
-    df = pd.DataFrame(rows, columns=LOCAL_COLUMNS) if not isinstance(rows, pd.DataFrame) else rows
+    # reindex: runs recorded before a column existed (read_s) load with it empty
+    df = pd.DataFrame(rows).reindex(columns=LOCAL_COLUMNS)
     typed = typed_records(df[RECORD_COLUMNS])
-    for col in ("fetch_s", "unpack_s", "link_mbit_measured"):
+    for col in ("fetch_s", "unpack_s", "read_s", "link_mbit_measured"):
         typed[col] = df[col].astype("float64")
-    for col in ("repetition", "sequence"):
+    for col in ("read_bytes", "repetition", "sequence"):
         typed[col] = pd.array(df[col].tolist(), dtype="Int64")
     for col in ("storage", "link", "containerd_version", "snapshotter", "root_fstype", "root_device"):
         typed[col] = df[col].astype("string")
@@ -442,8 +513,9 @@ def catalog_entry(path: str | Path) -> catalog.Run:
 
 
 def summarize(records: pd.DataFrame) -> pd.DataFrame:
-    """Median fetch, unpack and total seconds and bytes transferred, per size, content and condition."""
-    keys = ["size_bytes", "layers", "content", "storage", "link"]
+    """Median fetch, unpack, pull and read seconds and bytes transferred, per size, content and condition."""
+    keys = ["size_bytes", "layers", "content", "storage", "link", "snapshotter"]
     return (records.groupby(keys, as_index=False)
             .agg(pulls=("pull_s", "size"), fetch_s=("fetch_s", "median"), unpack_s=("unpack_s", "median"),
-                 pull_s=("pull_s", "median"), image_size_reported=("image_size_reported", "median")))
+                 pull_s=("pull_s", "median"), read_s=("read_s", "median"),
+                 image_size_reported=("image_size_reported", "median")))

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 
 # Binary -> the Debian package that ships it, named in the error when it is missing.
 PACKAGES = {"docker-registry": "docker-registry", "containerd": "containerd", "ctr": "containerd",
-            "ip": "iproute2", "tc": "iproute2", "mount": "mount", "umount": "mount"}
+            "ctr-remote": "stargz-snapshotter", "ip": "iproute2", "tc": "iproute2", "mount": "mount",
+            "umount": "mount"}
 _PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy", "ftp_proxy"}
 
 
@@ -233,7 +234,7 @@ def _run(argv: list[str], timeout: float = 30, check: bool = True) -> subprocess
     return proc
 
 
-class _Resource:
+class Resource:
     """Context-manager plumbing: register on enter, close on exit (idempotent), close on enter errors."""
 
     _closed = True
@@ -267,7 +268,7 @@ class _Resource:
         raise NotImplementedError
 
 
-class Cleanup(_Resource):
+class Cleanup(Resource):
     """Run ``action`` once: on exit, or from the signal handlers / atexit if the process is stopped."""
 
     def __init__(self, action, name: str = "cleanup"):
@@ -283,7 +284,7 @@ class Cleanup(_Resource):
         return f"Cleanup({self.name})"
 
 
-class ScratchDir(_Resource):
+class ScratchDir(Resource):
     """A new directory under ``parent`` (a disk, for the disk condition), removed with its contents."""
 
     def __init__(self, parent: str | Path | None = None, prefix: str = "pullstudy-scratch-"):
@@ -296,7 +297,7 @@ class ScratchDir(_Resource):
     def _close(self) -> None:
         if self.path:
             for point in mounts_under(self.path):
-                _unmount(point)
+                unmount(point)
             shutil.rmtree(self.path, ignore_errors=True)
 
     def __repr__(self) -> str:
@@ -329,7 +330,7 @@ def binary_version(argv: list[str]) -> str:
     return words[0].lstrip("v") if words else " ".join(out)
 
 
-class Registry(_Resource):
+class Registry(Resource):
     """The CNCF distribution registry (Debian ``docker-registry``) with a generated config.
 
     Filesystem storage in a temporary directory (or ``storage_dir``, e.g. another registry's, to serve
@@ -451,7 +452,13 @@ def mounts_under(path: str | Path) -> list[str]:
     return sorted(points, key=len, reverse=True)
 
 
-def _unmount(point: str) -> None:
+def mount(fstype: str, source: str, target: str | Path, options: list[str] | tuple[str, ...] = ()) -> None:
+    """``mount -t FSTYPE [-o OPTIONS] SOURCE TARGET``; a failure raises ServiceError with mount's words."""
+    _run([require_binary("mount"), "-t", fstype, *(["-o", ",".join(options)] if options else []), source,
+          str(target)])
+
+
+def unmount(point: str) -> None:
     umount = shutil.which("umount") or "umount"
     if _run([umount, point], check=False).returncode != 0:
         _run([umount, "-l", point], check=False)  # busy: detach now, freed when the last user goes
@@ -466,18 +473,22 @@ def _empty_dir(path: Path) -> None:
             child.unlink()
 
 
-class Containerd(_Resource):
+class Containerd(Resource):
     """containerd on a private socket; its root (content, snapshots, metadata) under ``root_dir``.
 
     The caller chooses what ``root_dir`` is on (a tmpfs, a disk directory): that is the storage
     condition. ``wipe()`` is a real cold start: stop containerd, delete its whole root and state,
-    start it again (``ctr images rm`` alone leaves snapshots and content behind).
+    start it again (``ctr images rm`` alone leaves snapshots and content behind). With a
+    ``remote_snapshotter`` (a lazy-pulling one) its cache and mounts are wiped with the rest.
     """
 
     def __init__(self, root_dir: str | Path, namespace: str = "pullstudy", snapshotter: str = "overlayfs",
-                 start_timeout: float = 20.0):
+                 start_timeout: float = 20.0, remote_snapshotter=None):
         self.root_dir, self.namespace, self.snapshotter = Path(root_dir), namespace, snapshotter
         self.start_timeout = start_timeout
+        # A proxy snapshotter (lazy.StargzSnapshotter) named ``snapshotter``: started before containerd and
+        # stopped after it, its state kept under root_dir so that a wipe leaves it cold too.
+        self.remote = remote_snapshotter
         self.process: Process | None = None
         self.tmp: Path | None = None
         self._inflight: set[subprocess.Popen] = set()
@@ -511,11 +522,15 @@ class Containerd(_Resource):
             "[debug]", '  address = ""',
             "[metrics]", '  address = ""',
             '[plugins."io.containerd.internal.v1.opt"]', f'  path = "{t / "opt"}"',
+            *([f"[proxy_plugins.{self.snapshotter}]", '  type = "snapshot"', f'  address = "{self.remote.socket}"']
+              if self.remote else []),
             "",
         ])
 
     def start(self) -> None:
         """Start containerd and wait until it answers on its socket."""
+        if self.remote:
+            self.remote.start(self.root_dir / f"io.pullstudy.{self.snapshotter}")
         config = self.tmp / "config.toml"
         config.write_text(self._config())
         self.process = Process([self.binary, "--config", str(config), "--log-level", "warn"], self.tmp / "containerd.log")
@@ -531,9 +546,11 @@ class Containerd(_Resource):
     def stop(self) -> None:
         if self.process:
             self.process.stop()
+        if self.remote:
+            self.remote.stop()  # unmounts its lazily fetched layers
         for point in mounts_under(self.root_dir) + (mounts_under(self.tmp) if self.tmp else []):
             if point != os.path.realpath(self.root_dir):  # the caller's mount (a tmpfs) stays
-                _unmount(point)
+                unmount(point)
 
     def wipe(self) -> None:
         """A real cold start: stop, delete root (content, snapshots, metadata) and state, start."""
@@ -542,9 +559,9 @@ class Containerd(_Resource):
         shutil.rmtree(self.tmp / "state", ignore_errors=True)
         self.start()
 
-    def _run_ctr(self, args: list[str], timeout: float) -> subprocess.CompletedProcess:
-        """Run ctr, tracked so that a cleanup from a signal handler also kills one in flight."""
-        argv = [self.ctr_binary, "--address", str(self.socket), "--namespace", self.namespace, *args]
+    def _run_ctr(self, args: list[str], timeout: float, binary: str | None = None) -> subprocess.CompletedProcess:
+        """Run ctr (or ``binary``, a ctr with more commands), tracked so that a signal's cleanup kills it too."""
+        argv = [binary or self.ctr_binary, "--address", str(self.socket), "--namespace", self.namespace, *args]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env())
         self._inflight.add(proc)
         try:
@@ -561,14 +578,17 @@ class Containerd(_Resource):
             self._inflight.discard(proc)
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
 
-    def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-        """``ctr --address SOCK --namespace NS ARGS``; a failure raises CtrError (DiskFull on ENOSPC)."""
-        proc = self._run_ctr(list(args), timeout)
+    def ctr(self, *args: str, timeout: float = 600, binary: str | None = None) -> subprocess.CompletedProcess:
+        """``ctr --address SOCK --namespace NS ARGS``; a failure raises CtrError (DiskFull on ENOSPC).
+
+        ``binary`` runs another ctr build on the same socket (``ctr-remote``, for rpull and convert).
+        """
+        proc = self._run_ctr(list(args), timeout, binary)
         if proc.returncode != 0:
             err = proc.stderr.strip()
             cls = DiskFull if "no space left on device" in err.lower() else CtrError
             shown = "\n".join(line for line in err.splitlines() if "level=debug" not in line)
-            raise cls(f"`ctr {' '.join(args)}` failed (exit {proc.returncode}): {shown[-1000:]}", err)
+            raise cls(f"`{Path(binary or 'ctr').name} {' '.join(args)}` failed (exit {proc.returncode}): {shown[-1000:]}", err)
         return proc
 
     def content_bytes(self) -> int:
@@ -591,7 +611,7 @@ class Containerd(_Resource):
 
 # --- tmpfs -----------------------------------------------------------------------------------------
 
-class Tmpfs(_Resource):
+class Tmpfs(Resource):
     """A tmpfs mounted on a temporary directory, unmounted and removed on exit."""
 
     def __init__(self, size: int | str = "1g"):
@@ -601,10 +621,9 @@ class Tmpfs(_Resource):
 
     def _open(self) -> None:
         require_root("mounting a tmpfs")
-        mount = require_binary("mount")
         require_binary("umount")
         self.path = Path(tempfile.mkdtemp(prefix="pullstudy-tmpfs-"))
-        _run([mount, "-t", "tmpfs", "-o", f"size={self.size},mode=0755", "pullstudy-tmpfs", str(self.path)])
+        mount("tmpfs", "pullstudy-tmpfs", self.path, [f"size={self.size}", "mode=0755"])
         self._mounted = True
 
     def _close(self) -> None:
@@ -612,7 +631,7 @@ class Tmpfs(_Resource):
             return
         if self._mounted:
             for point in mounts_under(self.path):
-                _unmount(point)
+                unmount(point)
         try:
             self.path.rmdir()
         except OSError as exc:
@@ -651,7 +670,7 @@ ThreadingHTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
 """
 
 
-class RateLimitedLink(_Resource):
+class RateLimitedLink(Resource):
     """A network namespace behind a veth pair shaped by tbf in both directions.
 
     The pair's /30 (10.200.X.0/30, host .1, namespace .2) exists only on this machine: nothing is
