@@ -10,7 +10,7 @@ import altair as alt
 import pandas as pd
 
 from .charts import cluster_color
-from .pulls import GB, TIME_LABELS
+from .pulls import GB, TIME_LABELS, image_key
 
 
 LOG_SIZE = alt.Scale(type="log", nice=False, padding=12)
@@ -19,7 +19,7 @@ LOG_TIME = alt.Scale(type="log", nice=False, padding=8)
 
 def _size_label(size_bytes: pd.Series) -> pd.Series:
     gb = size_bytes.astype(float) / GB
-    return gb.map(lambda v: f"{v:.2f} GB" if v < 10 else f"{v:.1f} GB")
+    return gb.map(lambda v: f"{v * 1000:.0f} MB" if v < 0.1 else f"{v:.2f} GB" if v < 10 else f"{v:.1f} GB")
 
 
 def _size_order(df: pd.DataFrame) -> list[str]:
@@ -156,7 +156,7 @@ def speedup_chart(c, *, log: bool | None = None, title: str | None = None) -> al
     scale = alt.Scale(type="log" if log else "linear", zero=False)
     x = alt.X("image_label:N", sort=_image_order(c.per_image), title="Image (uncompressed size)",
               axis=alt.Axis(labelAngle=-40))
-    y_title = f"Speedup: median {c.baseline} / median {c.treatment}" + (" (log scale)" if log else "")
+    y_title = "Speedup: median baseline / median treatment" + (" (log scale)" if log else "")
     band = alt.Chart(pd.DataFrame({"lo": [1 / (1 + c.margin)], "hi": [1 + c.margin]})).mark_rect(
         opacity=0.15, color="gray").encode(y=alt.Y("lo:Q", scale=scale), y2="hi:Q")
     one = alt.Chart(pd.DataFrame({"y": [1.0]})).mark_rule(color="gray", strokeDash=[4, 4]).encode(y="y:Q")
@@ -172,10 +172,27 @@ def speedup_chart(c, *, log: bool | None = None, title: str | None = None) -> al
     pooled = alt.Chart(overall).mark_tick(color="black", thickness=2, size=30).encode(
         x=x, y=alt.Y("speedup:Q", scale=scale), tooltip=tooltip)
     o = c.overall
-    subtitle = (f"points: per cluster size with 95% CI; black ticks: all cluster sizes; shaded: ±{c.margin:.0%}. "
-                f"Overall {o.ratio:.3g}x [{o.ci_low:.3g}, {o.ci_high:.3g}]")
+    subtitle = [f"baseline: {c.baseline}; treatment: {c.treatment}",
+                f"points: per cluster size with 95% CI; black ticks: all cluster sizes; shaded: ±{c.margin:.0%}. "
+                f"Overall {o.ratio:.3g}x [{o.ci_low:.3g}, {o.ci_high:.3g}]"]
     return alt.layer(band, one, bars, points, pooled).properties(
+        width=max(300, 80 * c.per_image["image_key"].nunique()),
         title=alt.Title(title or f"Speedup of {c.treatment} over {c.baseline}", subtitle=subtitle))
+
+
+def _two_arm_stacks(data: pd.DataFrame, x: alt.X, x_field: str, baseline: str, treatment: str, second: str,
+                    y_title: str) -> alt.Chart:
+    """Bars of ``seconds`` stacked pull + ``second`` part, the two arms side by side at each x."""
+    order = [f"{baseline}: pull", f"{baseline}: {second}", f"{treatment}: pull", f"{treatment}: {second}"]
+    colors = ["#b2182b", "#f4a582", "#2166ac", "#92c5de"]
+    return alt.Chart(data).mark_bar().encode(
+        x=x, xOffset=alt.XOffset("arm:N", sort=[baseline, treatment]),
+        y=alt.Y("sum(seconds):Q", title=y_title),
+        color=alt.Color("part:N", sort=order, scale=alt.Scale(domain=order, range=colors), title=""),
+        order=alt.Order("part:N", sort="ascending"),
+        tooltip=[x_field, "part:N",
+                 alt.Tooltip("sum(seconds):Q", format=".2f", title="seconds")],
+    )
 
 
 def time_to_work_chart(table: pd.DataFrame, *, baseline: str = "without streaming", treatment: str = "with streaming",
@@ -191,16 +208,31 @@ def time_to_work_chart(table: pd.DataFrame, *, baseline: str = "without streamin
         for part, col in (("pull", f"pull_wait_s_{side}"), ("run", f"wall_s_{side}")):
             long.append(pd.DataFrame({"app": rows["app"], "cluster_nodes": rows["cluster_nodes"].astype(int),
                                       "arm": arm, "part": f"{arm}: {part}", "seconds": rows[col].astype(float)}))
-    data = pd.concat(long, ignore_index=True)
-    order = [f"{baseline}: pull", f"{baseline}: run", f"{treatment}: pull", f"{treatment}: run"]
-    colors = ["#b2182b", "#f4a582", "#2166ac", "#92c5de"]
-    return alt.Chart(data).mark_bar().encode(
-        x=alt.X("cluster_nodes:O", title="Cluster size (nodes)"),
-        xOffset=alt.XOffset("arm:N", sort=[baseline, treatment]),
-        y=alt.Y("sum(seconds):Q", title="Median pull time + application wall time (s)"),
-        color=alt.Color("part:N", sort=order, scale=alt.Scale(domain=order, range=colors), title=""),
-        order=alt.Order("part:N", sort="ascending"),
-        tooltip=["app:N", "cluster_nodes:O", "part:N", alt.Tooltip("seconds:Q", format=".1f")],
-    ).properties(width=220, height=260).facet(
+    bars = _two_arm_stacks(pd.concat(long, ignore_index=True), alt.X("cluster_nodes:O", title="Cluster size (nodes)"),
+                           "cluster_nodes:O", baseline, treatment, "run", "Median pull time + application wall time (s)")
+    return bars.properties(width=220, height=260).facet(
         facet=alt.Facet("app:N", title=None), columns=2,
         title=alt.Title(title, subtitle="one application run per cluster size; medians of the pulls"))
+
+
+def pull_and_read_chart(records: pd.DataFrame, *, field: str = "snapshotter", baseline: str = "overlayfs",
+                        treatment: str = "stargz", title: str = "Where the time goes: pull, then read every file"
+                        ) -> alt.Chart:
+    """Median pull and read seconds per image of a local run, eager and lazy side by side.
+
+    A lazy pull is quick because the bytes are not fetched yet; the read shows where they went.
+    """
+    rows = records[records[field].isin([baseline, treatment])]
+    rows = rows.assign(image_key=image_key(rows))
+    medians = (rows.groupby([field, "image_key", "size_bytes", "layers"], as_index=False)
+               .agg(pull=("pull_s", "median"), read=("read_s", "median"), n=("pull_s", "size")))
+    medians["image_label"] = _image_label(medians)
+    long = medians.melt(id_vars=[field, "image_label", "n"], value_vars=["pull", "read"], var_name="what",
+                        value_name="seconds").assign(arm=lambda d: d[field],
+                                                     part=lambda d: d[field] + ": " + d["what"])
+    x = alt.X("image_label:N", sort=_image_order(medians), title="Image (uncompressed size)",
+              axis=alt.Axis(labelAngle=-40))
+    bars = _two_arm_stacks(long, x, "image_label:N", baseline, treatment, "read", "Median seconds: pull + read every file")
+    return bars.properties(width=max(260, 120 * medians["image_label"].nunique()), height=280,
+                           title=alt.Title(title, subtitle=f"{len(rows)} pulls; {field} {baseline} (eager) vs "
+                                                           f"{treatment} (lazy), medians per image"))

@@ -31,6 +31,10 @@ GRIDS = {
                               "repetitions": 5},
     "03-local-ssd": {"sizes_bytes": [64 * MB, 256 * MB], "layers": [4], "contents": ["zeros", "random"],
                      "storage": ["disk", "tmpfs"], "links": ["loopback"], "repetitions": 5},
+    # random content behind a 100 Mbit link: what streaming saves, and what it moves into the reads
+    "04-image-streaming": {"sizes_bytes": [16 * MB, 64 * MB], "layers": [4], "contents": ["random"],
+                           "storage": ["disk"], "links": ["rate-limited"], "rate_mbit": 100,
+                           "snapshotters": ["overlayfs", "stargz"], "repetitions": 5},
 }
 
 
@@ -58,9 +62,10 @@ def run_name(notebook: str, grid: local.LocalGrid) -> str:
     """A readable, grid-specific folder name, so a changed grid never reuses another grid's records."""
     sizes = "-".join(f"{s // MB}MB" for s in grid.sizes_bytes)
     layers = "-".join(map(str, grid.layers))
+    snapshotters = "" if grid.snapshotters == ("overlayfs",) else "_" + "-".join(grid.snapshotters)
     return re.sub(r"[^A-Za-z0-9._-]", "_",
                   f"{notebook}_{sizes}_L{layers}_{'-'.join(grid.contents)}_{'-'.join(grid.storage)}_"
-                  f"{'-'.join(grid.links)}_r{grid.repetitions}_s{grid.seed}")
+                  f"{'-'.join(grid.links)}{snapshotters}_r{grid.repetitions}_s{grid.seed}")
 
 
 def measure(notebook: str, grid: dict | None = None, *, run_dir: str | Path | None = None, reuse: bool = True,
@@ -93,6 +98,11 @@ def _conditions_text(folder: Path) -> str:
     return "; conditions:" + "".join(lines)
 
 
+def with_time_to_useful_work(records: pd.DataFrame) -> pd.DataFrame:
+    """Adds ``ttuw_s``: the pull plus reading every file once (what a container waits before its data is there)."""
+    return records.assign(ttuw_s=records["pull_s"] + records["read_s"])
+
+
 def condition_pulls(records: pd.DataFrame, time: str = "pull_s", **where) -> pd.DataFrame:
     """The analysable pulls of the records whose columns equal ``where`` (e.g. storage="tmpfs")."""
     mask = pd.Series(True, index=records.index)
@@ -112,3 +122,22 @@ def compare_conditions(records: pd.DataFrame, field: str, baseline: str, treatme
     return compare.compare_runs(base, treat, baseline=f"{field}={baseline}" + (f" ({label})" if label else ""),
                                 treatment=f"{field}={treatment}" + (f" ({label})" if label else ""),
                                 time=time, margin=margin, n_boot=n_boot, seed=seed)
+
+
+def compare_by_content(records: pd.DataFrame, field: str, baseline: str, treatment: str, *, out=None,
+                       time: str = "pull_s", label: str = "", **options) -> dict[str, compare.Comparison]:
+    """:func:`compare_conditions` per content mode (a zeros and a random image share a tag, not a cost).
+
+    With ``out`` (a StudyOutput) each comparison's per-image table and overall speedup are recorded,
+    named with ``label`` and the content mode.
+    """
+    result = {}
+    for content in records["content"].dropna().unique():
+        comp = compare_conditions(records, field, baseline, treatment, time=time, content=content, **options)
+        result[str(content)] = comp
+        if out is not None:
+            out.table(comp.per_image, f"{label}speedup-per-image-{content}")
+            out.metric(f"{label}overall_speedup[{content}]", {"ratio": comp.overall.ratio, "ci_low": comp.overall.ci_low,
+                                                             "ci_high": comp.overall.ci_high,
+                                                             "images": comp.overall.groups})
+    return result

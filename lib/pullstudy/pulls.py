@@ -19,6 +19,7 @@ GB = 1e9
 TIME_LABELS = {
     "pull_wait_s": "pull time including waiting (s)",
     "pull_s": "pull time (s)",
+    "ttuw_s": "time to useful work: pull + reading every file (s)",
 }
 
 

@@ -17,7 +17,8 @@ command until its next 100 ms tick (a 4 MB pull then reads 0.11 s + 0.13 s inste
 0.04 s); with it ctr draws none (its own rule). The times include starting ``ctr`` (~20 ms).
 
 Conditions: storage (containerd's root on a tmpfs or on a disk directory) x registry link (loopback,
-or a registry in its own network namespace behind a tbf-shaped veth). One registry storage serves
+or a registry in its own network namespace behind a tbf-shaped veth) x snapshotter (overlayfs, or
+stargz for lazy pulling; each snapshotter has its own containerd on the same storage). One registry storage serves
 both links: the images are pushed once to the registry on 127.0.0.1 (so pushes are not shaped), and a
 second, read-only registry process in the namespace serves the same storage directory, so both links
 serve byte-identical images. What this machine cannot provide is written to ``conditions.json`` as
