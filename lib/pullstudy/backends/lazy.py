@@ -22,13 +22,12 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from .services import (ConditionUnavailable, Containerd, Process, Resource, ScratchDir, ServiceError,
-                       binary_version, require_binary, require_root)
+                       binary_version, require_binary, require_root, start_process)
 
 SNAPSHOTTER = "stargz"
 DAEMON = "pullstudy-stargz"
@@ -87,25 +86,14 @@ class StargzSnapshotter(Resource):
     def start(self, root: Path) -> None:
         """Start the daemon with its state under ``root`` and wait until its socket is up."""
         self.socket.unlink(missing_ok=True)
-        self.process = Process([self.binary, "-address", str(self.socket), "-root", str(root)],
-                               self.tmp / "stargz.log")
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline and self.process.alive():
-            if self.socket.exists():
-                return
-            time.sleep(0.01)
-        self.process.stop()
-        raise ServiceError(f"{self.binary} did not open {self.socket} within {self.start_timeout} s; "
-                           f"its log:\n{self.process.log_tail()}")
+        self.process = start_process([self.binary, "-address", str(self.socket), "-root", str(root)],
+                                     self.tmp / "stargz.log", self.socket.exists, self.start_timeout,
+                                     f"{self.binary} did not open {self.socket}", poll_s=0.01)
 
     def stop(self) -> None:
         if self.process:
             self.process.stop()
             self.process = None
-
-    def log_tail(self, chars: int = 2000) -> str:
-        path = self.tmp / "stargz.log" if self.tmp else None
-        return path.read_text(errors="replace")[-chars:] if path and path.exists() else ""
 
     def _close(self) -> None:
         try:

@@ -223,6 +223,18 @@ class Process:
             return ""
 
 
+def start_process(argv: list[str], log_path: Path, ready, timeout: float, what: str, poll_s: float = 0.02) -> Process:
+    """Start ``argv`` and wait until ``ready()``; if it dies or the time runs out, stop it and say why, with its log."""
+    process = Process(argv, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.alive():
+        if ready():
+            return process
+        time.sleep(poll_s)
+    process.stop()
+    raise ServiceError(f"{what} within {timeout} s; its log:\n{process.log_tail()}")
+
+
 def _run(argv: list[str], timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
     """A short command (ip, tc, mount); a failure raises ServiceError with its stderr."""
     try:
@@ -533,15 +545,10 @@ class Containerd(Resource):
             self.remote.start(self.root_dir / f"io.pullstudy.{self.snapshotter}")
         config = self.tmp / "config.toml"
         config.write_text(self._config())
-        self.process = Process([self.binary, "--config", str(config), "--log-level", "warn"], self.tmp / "containerd.log")
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline and self.process.alive():
-            if self.socket.exists() and self._run_ctr(["version"], 5).returncode == 0:
-                return
-            time.sleep(0.02)
-        self.process.stop()
-        raise ServiceError(f"containerd did not answer on {self.socket} within {self.start_timeout} s; "
-                           f"its log:\n{self.process.log_tail()}")
+        self.process = start_process([self.binary, "--config", str(config), "--log-level", "warn"],
+                                     self.tmp / "containerd.log",
+                                     lambda: self.socket.exists() and self._run_ctr(["version"], 5).returncode == 0,
+                                     self.start_timeout, f"containerd did not answer on {self.socket}")
 
     def stop(self) -> None:
         if self.process:
