@@ -208,8 +208,9 @@ def time_to_work_chart(table: pd.DataFrame, *, baseline: str = "without streamin
         for part, col in (("pull", f"pull_wait_s_{side}"), ("run", f"wall_s_{side}")):
             long.append(pd.DataFrame({"app": rows["app"], "cluster_nodes": rows["cluster_nodes"].astype(int),
                                       "arm": arm, "part": f"{arm}: {part}", "seconds": rows[col].astype(float)}))
-    bars = _two_arm_stacks(pd.concat(long, ignore_index=True), alt.X("cluster_nodes:O", title="Cluster size (nodes)"),
-                           "cluster_nodes:O", baseline, treatment, "run", "Median pull time + application wall time (s)")
+    x = alt.X("cluster_nodes:O", title="Cluster size (nodes)")
+    bars = _two_arm_stacks(pd.concat(long, ignore_index=True), x, "cluster_nodes:O", baseline, treatment, "run",
+                           "Median pull time + application wall time (s)")
     return bars.properties(width=220, height=260).facet(
         facet=alt.Facet("app:N", title=None), columns=2,
         title=alt.Title(title, subtitle="one application run per cluster size; medians of the pulls"))
@@ -232,7 +233,8 @@ def pull_and_read_chart(records: pd.DataFrame, *, field: str = "snapshotter", ba
                                                      part=lambda d: d[field] + ": " + d["what"])
     x = alt.X("image_label:N", sort=_image_order(medians), title="Image (uncompressed size)",
               axis=alt.Axis(labelAngle=-40))
-    bars = _two_arm_stacks(long, x, "image_label:N", baseline, treatment, "read", "Median seconds: pull + read every file")
+    bars = _two_arm_stacks(long, x, "image_label:N", baseline, treatment, "read",
+                           "Median seconds: pull + read every file")
     return bars.properties(width=max(260, 120 * medians["image_label"].nunique()), height=280,
                            title=alt.Title(title, subtitle=f"{len(rows)} pulls; {field} {baseline} (eager) vs "
                                                            f"{treatment} (lazy), medians per image"))

@@ -137,7 +137,7 @@ def compare_by_content(records: pd.DataFrame, field: str, baseline: str, treatme
         result[str(content)] = comp
         if out is not None:
             out.table(comp.per_image, f"{label}speedup-per-image-{content}")
-            out.metric(f"{label}overall_speedup[{content}]", {"ratio": comp.overall.ratio, "ci_low": comp.overall.ci_low,
-                                                             "ci_high": comp.overall.ci_high,
-                                                             "images": comp.overall.groups})
+            o = comp.overall
+            out.metric(f"{label}overall_speedup[{content}]",
+                       {"ratio": o.ratio, "ci_low": o.ci_low, "ci_high": o.ci_high, "images": o.groups})
     return result

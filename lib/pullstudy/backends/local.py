@@ -27,7 +27,8 @@ unavailable with the reason and skipped, never simulated.
 Cold means cold on the pulling side. The registry's blobs stay in the page cache between pulls (a warm
 registry, as a busy real one is); caches are not dropped because that would disturb the whole machine.
 ``image_size_reported`` is the bytes in containerd's content store after the fetch (manifest, config,
-compressed layers), what the kubelet's "Image size" reports.
+compressed layers), what the kubelet's "Image size" reports. ``link_mbit_measured`` is the shaped
+link's rate measured at setup (a timed transfer); loopback is neither shaped nor measured (empty).
 
 Snapshotters: ``overlayfs`` pulls as above. ``stargz`` (lazy pulling, see :mod:`.lazy`) pulls the
 eStargz copy of the image with ``ctr-remote image rpull``: ``pull_s`` is that command (manifest, config
@@ -35,8 +36,7 @@ and the layers' tables of contents, then remote mounts); there is no separate fe
 ``fetch_s`` and ``unpack_s`` are empty. After every pull, under both snapshotters, the image is
 mounted read-only and every file read once: ``read_s`` (and ``read_bytes``, which must equal the
 image's size). Time to useful work is ``pull_s + read_s``: under overlayfs the files are already on
-local storage (just written, so mostly in the page cache); under stargz the reads fetch them. ``link_mbit_measured`` is the shaped
-link's rate measured at setup (a timed transfer); loopback is neither shaped nor measured (empty).
+local storage (just written, so mostly in the page cache); under stargz the reads fetch them.
 
 Out: ``raw/records.jsonl`` (one complete line per pull, flushed as it happens), ``records.csv`` (the
 tidy table), ``conditions.json``, ``run.json`` (a catalog-style entry, see :func:`catalog_entry`).
@@ -82,7 +82,7 @@ class LocalRunError(RuntimeError):
 
 @dataclass(frozen=True)
 class LocalGrid:
-    """What to measure: sizes x layers x contents x storage x links x snapshotters, each pulled ``repetitions`` times."""
+    """What to measure: sizes x layers x contents x storage x links x snapshotters, each ``repetitions`` times."""
 
     sizes_bytes: tuple[int, ...]
     layers: tuple[int, ...]
@@ -101,8 +101,8 @@ class LocalGrid:
         for name in ("sizes_bytes", "layers", "contents", "storage", "links", "snapshotters"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple([value] if isinstance(value, (int, str)) else value))
-        checks = [(self.contents, CONTENTS, "contents"), (self.storage, STORAGES, "storage"), (self.links, LINKS, "links"),
-                  (self.snapshotters, SNAPSHOTTERS, "snapshotters")]
+        checks = [(self.contents, CONTENTS, "contents"), (self.storage, STORAGES, "storage"),
+                  (self.links, LINKS, "links"), (self.snapshotters, SNAPSHOTTERS, "snapshotters")]
         for values, allowed, what in checks:
             bad = set(values) - set(allowed)
             if bad or not values:
@@ -362,13 +362,14 @@ def _run_entry(name: str, grid: LocalGrid, machine: dict, versions: dict, condit
     """A catalog-style entry: the catalog.Run fields, then what a local run adds."""
     storages = sorted({f"{c.storage} ({c.details.get('root_fstype', '?')} {c.details.get('root_device', '?')})"
                        for c in conditions if c.available})
+    streaming = any(c.available and c.snapshotter == lazy.SNAPSHOTTER for c in conditions)
     files = [{"path": p, "kind": k, "cluster_nodes": 1, "size": (out / p).stat().st_size if (out / p).exists() else None}
              for p, k in (("raw/records.jsonl", "records"), ("records.csv", "tidy"), ("conditions.json", "conditions"))]
     return {
         "id": f"local/{name}", "source": "local", "experiment": "local", "run": name, "provider": "local",
         "machine_type": f"{machine['hostname']} / {machine['cpu_model']} ({machine['cpus']} CPUs)", "region": None,
         "registry": f"CNCF distribution {versions.get('registry', '?')} on this machine, links: {', '.join(grid.links)}",
-        "ephemeral_storage": "; ".join(storages) or "none available", "image_streaming": any(c.available and c.snapshotter == lazy.SNAPSHOTTER for c in conditions),
+        "ephemeral_storage": "; ".join(storages) or "none available", "image_streaming": streaming,
         "image_content": ", ".join(grid.contents), "study_file": "run.json",
         "description": f"local backend: {len(grid.sizes_bytes)} sizes x {len(grid.layers)} layer counts x "
                        f"{len(grid.contents)} contents, {grid.repetitions} cold pulls each, per condition",
