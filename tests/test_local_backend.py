@@ -35,6 +35,8 @@ if os.geteuid() != 0:
     pytest.skip("the local backend needs root (tmpfs, network namespaces, containerd)", allow_module_level=True)
 
 MB = 1_000_000
+needs_stargz = pytest.mark.skipif(lazy.unavailable_reason() is not None,
+                                  reason=f"lazy pulling unavailable here: {lazy.unavailable_reason()}")
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02, deadline_s=5, timeout_s=10)
 
 
@@ -381,18 +383,20 @@ _INTERRUPTED = textwrap.dedent("""
     services.Process.__init__ = recording
     grid = local.LocalGrid(sizes_bytes=(2_000_000,), layers=(1,), contents=("random",), repetitions=200,
                            storage=("tmpfs", "disk"), links=("loopback", "rate-limited"), rate_mbit=200,
-                           disk_dir=sys.argv[3])
+                           disk_dir=sys.argv[3], snapshotters=tuple(sys.argv[4].split(",")))
     local.run(grid, sys.argv[1], name="interrupted", progress=False)
 """)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path, signum):
+@pytest.mark.parametrize("signum,snapshotters", [
+    (signal.SIGINT, "overlayfs"), (signal.SIGTERM, "overlayfs"),
+    pytest.param(signal.SIGTERM, "stargz", marks=needs_stargz, id="SIGTERM-lazy")])
+def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path, signum, snapshotters):
     out, pid_file = tmp_path / "out", tmp_path / "pids"
     mounts, namespaces, scratch = _mounts(), _netns(), _scratch()
     disk = tmp_path / "disk"
     disk.mkdir()
-    child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(out), str(pid_file), str(disk)],
+    child = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, str(out), str(pid_file), str(disk), snapshotters],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     records = out / "raw" / "records.jsonl"
     deadline = time.monotonic() + 60
@@ -411,7 +415,7 @@ def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path,
         assert b"KeyboardInterrupt" in err or child.returncode == -signal.SIGINT
     pids = [int(x) for x in pid_file.read_text().split()]
     assert_no_processes(pids)
-    assert not {m for m in _mounts() - mounts if "pullstudy-tmpfs-" in m}, "mounts left"
+    assert not {m for m in _mounts() - mounts if "pullstudy-" in m or str(disk) in m}, "mounts left"
     assert not {n for n in _netns() - namespaces if n.startswith(f"pullstudy-{child.pid}-")}, "namespaces left"
     assert list(disk.iterdir()) == []  # the disk condition's containerd root is gone too
     assert not _scratch() - scratch, "temporary folders left"
@@ -435,10 +439,6 @@ def test_local_study_names_runs_by_grid_and_reuses_only_finished_ones(tmp_path):
 
 
 # --- lazy pulling (the stargz snapshotter, built by `make stargz`) -------------------------------------
-
-needs_stargz = pytest.mark.skipif(lazy.unavailable_reason() is not None,
-                                  reason=f"lazy pulling unavailable here: {lazy.unavailable_reason()}")
-
 
 @needs_stargz
 def test_a_lazy_pull_fetches_the_table_of_contents_and_reads_fetch_the_files(clean_machine):
