@@ -73,12 +73,10 @@ class StargzSnapshotter(Resource):
         self.tmp: Path | None = None
 
     def _open(self) -> None:
-        require_root("the stargz snapshotter (FUSE mounts)")
-        reason = unavailable_reason()
+        reason = unavailable_reason()  # root, FUSE, ctr-remote and the daemon, each with its remedy
         if reason:
             raise ConditionUnavailable(reason)
         self.binary = self.binary or daemon_binary()
-        self.ctr_remote = require_binary("ctr-remote")
         self.version = binary_version([self.binary, "-version"])
         self.tmp = Path(tempfile.mkdtemp(prefix="pullstudy-sgz-"))
         self.socket = self.tmp / "stargz.sock"
