@@ -6,6 +6,7 @@ import pytest
 
 from pullstudy import pulls as pulls_module
 from pullstudy import sizelayers
+from pullstudy.results import StudyOutput
 
 SIZES = [50e6, 200e6, 1e9, 5e9, 19e9]
 
@@ -88,3 +89,33 @@ def test_model_fits_report_each_regime_and_basis():
     whole = fits[(fits["regime"] == "all sizes") & (fits["bytes"] == "uncompressed (built)")].iloc[0]
     assert whole["throughput_mb_s_ci_low"] <= 200 <= whole["throughput_mb_s_ci_high"]
     assert whole["per_layer_ms_ci_low"] <= 30 <= whole["per_layer_ms_ci_high"]
+
+
+def test_one_layer_count_makes_only_the_layers_part_untestable():
+    df = pulls(lambda s, n: 1 + s / 1.6e8).assign(image_size_reported=lambda d: d.size_bytes // 900)
+    reasons = sizelayers.untestable_parts(df, df, "exp/run1", "exp/run1")
+    assert list(reasons) == ["layers-no-effect"] and "one layer count only (9)" in reasons["layers-no-effect"]
+    v = sizelayers.not_testable("layers-no-effect", reasons["layers-no-effect"])
+    assert v.verdict == "not testable here" and "exp/run1" in v.reason
+    assert "not testable with this run" in sizelayers.verdict_line("Layers", v)
+
+
+def test_images_without_encoded_size_are_counted_and_every_part_says_why(tmp_path):
+    apps = pd.DataFrame({"size_bytes": [None, None], "layers": [None, None], "pull_wait_s": [3.0, 4.0]})
+    out = StudyOutput("01-pull-size-layers", tmp_path)
+    kept = sizelayers.encoded_size_only(apps, "exp/apps", out)
+    assert kept.empty and out.exclusions == {"exp/apps: image tag does not encode layers and size": 2}
+    reasons = sizelayers.untestable_parts(kept, kept, "exp/apps", "exp/apps")
+    assert set(reasons) == {"size-growth", "layers-no-effect", "model"}
+    assert "do not encode" in reasons["size-growth"] and "do not encode a layer count" in reasons["layers-no-effect"]
+
+
+def test_sizes_built_with_only_one_of_two_layer_counts_cannot_be_compared():
+    df = pulls(lambda s, n: 1.0, layers=(9, 125))
+    df = df[((df["layers"] == 9) & (df["size_bytes"] < 1e9)) | ((df["layers"] == 125) & (df["size_bytes"] > 1e9))]
+    assert "no image size built with both 9 and 125" in sizelayers.untestable_parts(df, df, "r", "r")["layers-no-effect"]
+
+
+def test_model_lines_say_why_a_regime_was_not_fitted():
+    models = pd.DataFrame([{"regime": "< 1 GB", "bytes": "as transferred", "error": "needs 2 sizes"}])
+    assert sizelayers.model_lines(models) == ["* **< 1 GB, as transferred**: not fitted (needs 2 sizes)"]

@@ -14,6 +14,78 @@ from . import stats
 from .claims import Verdict
 from .pulls import GB
 
+NOT_TESTABLE = "not testable here"
+MIN_SIZES = 3  # a trend needs at least three sizes (verdict_size_growth refuses fewer too)
+
+
+def encoded_size_only(df: pd.DataFrame, run: str, out=None) -> pd.DataFrame:
+    """The pulls whose tag encodes built size and layer count; the others counted as an exclusion.
+
+    Study 01 loads every study-image pull (an application run's images encode neither), so that a
+    run without synthetic images is reported part by part instead of refused as a whole.
+    """
+    missing = df["size_bytes"].isna() | df["layers"].isna()
+    if out is not None and missing.any():
+        out.excluded(f"{run}: image tag does not encode layers and size", int(missing.sum()))
+    return df[~missing].reset_index(drop=True)
+
+
+def untestable_parts(by_size: pd.DataFrame, by_layers: pd.DataFrame, size_run: str,
+                     layers_run: str) -> dict[str, str]:
+    """Which parts of study 01 these runs cannot answer, and why (empty when all can be done).
+
+    Keys: the claim ids ``size-growth`` and ``layers-no-effect``, and ``model`` (the pull-time model,
+    the two kubelet figures by layer count and the bytes transferred, which need built sizes).
+    A part that is missing here is done; the notebook shows each reason and metrics.json keeps it.
+    """
+    reasons = {}
+    sizes = by_size["size_bytes"].nunique()
+    if sizes < MIN_SIZES:
+        reasons["size-growth"] = (f"{size_run} has {sizes} image size(s) encoded in its tags, a trend needs at "
+                                  f"least {MIN_SIZES}" + (" (its images, e.g. applications, do not encode a "
+                                                          "built size)" if sizes == 0 else ""))
+    counts = sorted(int(n) for n in by_layers["layers"].dropna().unique())
+    if not counts:
+        reasons["layers-no-effect"] = f"the images of {layers_run} do not encode a layer count in their tags"
+    elif len(counts) == 1:
+        reasons["layers-no-effect"] = (f"{layers_run} pulled images of one layer count only ({counts[0]}): "
+                                       "nothing to compare")
+    else:
+        few = set(by_layers.loc[by_layers["layers"] == counts[0], "size_bytes"])
+        many = set(by_layers.loc[by_layers["layers"] == counts[-1], "size_bytes"])
+        if not few & many:
+            reasons["layers-no-effect"] = (f"{layers_run} has no image size built with both {counts[0]} and "
+                                           f"{counts[-1]} layers")
+    if by_layers["size_bytes"].nunique() < 2:
+        reasons["model"] = f"{layers_run} has fewer than 2 image sizes encoded in its tags: no size to fit against"
+    return reasons
+
+
+def not_testable(claim_id: str, reason: str, n: int | None = None) -> Verdict:
+    """The verdict on a claim these runs cannot check, with the reason (the claim table shows it)."""
+    return Verdict(claim_id, NOT_TESTABLE, f"not testable with this run: {reason}", n=n)
+
+
+def verdict_line(label: str, v: Verdict) -> str:
+    """One Markdown line for a verdict: the measurement, or why there is none."""
+    if v.verdict == NOT_TESTABLE:
+        return f"**{label}: not testable with this run.** {v.reason.removeprefix('not testable with this run: ')}."
+    return f"**{label}:** {v.measured}. {v.reason}."
+
+
+def model_lines(models: pd.DataFrame) -> list[str]:
+    """The fitted models (from :func:`fit_models`) as Markdown bullets; a regime that failed says why."""
+    lines = []
+    for m in models.itertuples(index=False):
+        if pd.isna(getattr(m, "throughput_mb_s", np.nan)):
+            lines.append(f"* **{m.regime}, {m.bytes}**: not fitted ({getattr(m, 'error', 'no fit')})")
+            continue
+        layer_part = (f"{m.per_layer_ms:.1f} ms per layer [{m.per_layer_ms_ci_low:.1f}, {m.per_layer_ms_ci_high:.1f}], "
+                      if pd.notna(getattr(m, "per_layer_ms", np.nan)) else "")
+        lines.append(f"* **{m.regime}, {m.bytes}** (n={int(m.n)}, R²={m.r_squared:.3f}): fixed {m.fixed_s:.2f} s "
+                     f"[{m.fixed_s_ci_low:.2f}, {m.fixed_s_ci_high:.2f}], {layer_part}"
+                     f"{m.throughput_mb_s:.3g} MB/s [{m.throughput_mb_s_ci_low:.3g}, {m.throughput_mb_s_ci_high:.3g}]")
+    return lines
 
 
 def layer_difference(df: pd.DataFrame, time: str = "pull_wait_s", *, by: tuple[str, ...] = ("size_bytes",),
