@@ -570,6 +570,74 @@ def test_acceptance_a_node_with_fewer_gpus_than_its_instance_type_is_degraded_an
     assert "allocatable 6 < capacity 8" in eks_table.loc[0, "problem"]
 
 
+def as_instance_type(items, instance_type, pool_label="eks.amazonaws.com/nodegroup"):
+    """Real node objects relabelled as another instance type (and pool label), e.g. one the table lacks."""
+    items = copy.deepcopy(items)
+    for item in items:
+        labels = item["metadata"]["labels"]
+        for key in nodes.INSTANCE_LABELS:
+            labels[key] = instance_type
+        labels[pool_label] = labels.pop("eks.amazonaws.com/nodegroup")
+    return items
+
+
+def lower(items, i, gpus):
+    """Node i advertises ``gpus`` GPUs, capacity and allocatable alike (a GPU lost to the node, not the plugin)."""
+    items[i]["status"]["capacity"]["nvidia.com/gpu"] = str(gpus)
+    items[i]["status"]["allocatable"]["nvidia.com/gpu"] = str(gpus)
+    return items[i]["metadata"]["name"]
+
+
+def test_a_node_below_its_peers_is_degraded_even_when_its_instance_type_is_not_in_the_table(raw):
+    """Real EKS node list relabelled as p4d.24xlarge (not in the table): the old code expected nothing there."""
+    items = as_instance_type(load(raw, f"{EKS}/nodes-16.json"), "p4d.24xlarge")
+    assert nodes.spec_for("p4d.24xlarge", None) is None
+    victim = lower(items, 6, 7)
+    table = nodes.node_table(items, provider="EKS")
+    assert table.loc[table["degraded"], "node"].tolist() == [victim]
+    bad = table.set_index("node").loc[victim]
+    assert bad["expected_gpus"] == 8 and "allocatable 7 < expected 8" in bad["problem"]
+    assert "peers: 15 of 16 peer nodes advertise 8" in bad["expected_source"]
+    check = kube.gpus_per_node_check(table, C.ARCHIVE, "eks/p4d")
+    assert check.status == "fail" and victim in check.evidence
+
+
+def test_an_aks_nd40rs_v2_pool_is_checked_by_its_peers_and_the_table(raw):
+    """Standard_ND40rs_v2 (8 V100) as AKS labels it: one node with 7 of 8 GPUs, as the size-32 README reports."""
+    items = as_instance_type(load(raw, f"{EKS}/nodes-8.json"), "Standard_ND40rs_v2", "kubernetes.azure.com/agentpool")
+    victim = lower(items, 2, 7)
+    table = nodes.node_table(items, provider="AKS")
+    assert table.loc[table["degraded"], "node"].tolist() == [victim]
+    source = table.set_index("node").loc[victim, "expected_source"]
+    assert "peers: 7 of 8" in source and "ndv2-series" in source
+    # the whole pool short by one: no peer stands out, the table still flags every node
+    whole = as_instance_type(load(raw, f"{EKS}/nodes-8.json"), "standard_nd40rs_v2", "kubernetes.azure.com/agentpool")
+    for i in range(len(whole)):
+        lower(whole, i, 7)
+    assert nodes.node_table(whole, provider="AKS")["degraded"].all()
+
+
+def test_peer_count_needs_two_advertising_nodes_and_breaks_ties_upwards():
+    assert nodes.peer_count([8, None, None]) == (None, "")
+    assert nodes.peer_count([8, 8, 7])[0] == 8
+    count, why = nodes.peer_count([7, 8])
+    assert count == 8 and "a tie" in why
+    assert nodes.peer_count([4, 4, 4, 8])[0] == 4
+
+
+def test_peers_are_the_same_instance_type_and_pool_only(raw):
+    """Two pools in one list: a pool of 4-GPU nodes is not judged against a pool of 8-GPU nodes."""
+    eight = as_instance_type(load(raw, f"{EKS}/nodes-8.json"), "x.8gpu")
+    four = as_instance_type(load(raw, f"{EKS}/nodes-8.json"), "x.4gpu")
+    for i, item in enumerate(four):
+        item["metadata"]["name"] = f"four-{i}"
+        item["metadata"]["labels"]["eks.amazonaws.com/nodegroup"] = "small"
+        lower(four, i, 4)
+    table = nodes.node_table(eight + four, provider="EKS")
+    assert not table["degraded"].any()
+    assert set(table.loc[table["node"].str.startswith("four-"), "expected_gpus"]) == {4}
+
+
 def test_not_ready_and_tainted_gpu_nodes_are_named(raw):
     items = copy.deepcopy(load(raw, f"{EKS}/nodes-8.json"))
     ready = next(c for c in items[1]["status"]["conditions"] if c["type"] == "Ready")

@@ -2,8 +2,14 @@
 
 Shared by the live Kubernetes layer (nodes from the API server) and the archive (``kubectl get nodes
 -o json`` of real GPU clusters), so both are judged by the same code. A GPU node is *degraded* when
-its allocatable ``nvidia.com/gpu`` is below its capacity or below the count its instance type
-comes with; the expected counts are a table with the vendor's documentation as the source.
+its allocatable ``nvidia.com/gpu`` is below its capacity or below the count it should have.
+
+What a node should have comes from up to three sources, and the highest applies (a node can
+advertise fewer GPUs than are attached, never more, so the highest credible count is the safe
+expectation): the node's own count label; its *peers* -- the most common count advertised by the
+nodes of the same instance type and node pool (pools are uniform), which catches the one node of
+a pool that lost a GPU even when the instance type is in no table; and the vendor table
+:data:`GPU_SPECS`, which also catches a pool that is short as a whole.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import pandas as pd
 GPU = "nvidia.com/gpu"
 INSTANCE_LABELS = ("node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type")
 POOL_LABELS = ("cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegroup", "kubernetes.azure.com/agentpool")
-ACCELERATOR_LABELS = ("cloud.google.com/gke-accelerator", "nvidia.com/gpu.product")
+ACCELERATOR_LABELS = ("cloud.google.com/gke-accelerator", "nvidia.com/gpu.product", "kubernetes.azure.com/accelerator",
+                      "accelerator")  # the last two: AKS GPU nodes (value "nvidia")
 COUNT_LABELS = ("cloud.google.com/gke-accelerator-count", "nvidia.com/gpu.count")
 #: Taints that only keep non-GPU pods off a GPU node: not a problem for a GPU pod that tolerates them.
 GPU_TAINTS = (GPU,)
@@ -36,8 +43,12 @@ class GpuSpec:
     note: str
 
 
-#: Only the instance types that occur in the archived GPU node lists.
+#: The instance types of the performance study's GPU clusters (archived node lists and cluster READMEs).
 GPU_SPECS: tuple[GpuSpec, ...] = (
+    GpuSpec("AKS", "Standard_ND40rs_v2", None, "NVIDIA V100 (32 GB, NVLink)", (8,),
+            "https://learn.microsoft.com/azure/virtual-machines/ndv2-series",
+            "NDv2 series: Standard_ND40rs_v2 has 8 V100 32 GB GPUs; the AKS GPU clusters of the performance "
+            "study (sizes 4-32, experiments/azure/aks/gpu/*/README.md) used it"),
     GpuSpec("EKS", "p3dn.24xlarge", None, "NVIDIA V100 (32 GB)", (8,),
             "https://aws.amazon.com/ec2/instance-types/p3/",
             "Amazon EC2 P3 instances: p3dn.24xlarge has 8 V100 GPUs"),
@@ -63,10 +74,30 @@ def gpu_spec_table() -> pd.DataFrame:
 
 
 def spec_for(instance_type: str | None, accelerator: str | None) -> GpuSpec | None:
+    """The table's entry for an instance type; Azure VM sizes match case-insensitively (labels and the
+    CLI spell them differently: ``Standard_ND40rs_v2``, ``standard_nd40rs_v2``)."""
+    wanted = (instance_type or "").lower()
     for spec in GPU_SPECS:
-        if spec.instance_type == instance_type and spec.accelerator in (None, accelerator):
+        if spec.instance_type.lower() == wanted and spec.accelerator in (None, accelerator):
             return spec
     return None
+
+
+def peer_count(counts: Iterable[int | None]) -> tuple[int | None, str]:
+    """The most common GPU count advertised by a group of peer nodes, and how it was found.
+
+    Nodes that advertise no GPU do not vote (they are flagged on their own). At least two nodes
+    must advertise a count: a lone node is no evidence about itself. On a tie the larger count
+    wins, since a node cannot advertise more GPUs than it has.
+    """
+    advertised = pd.Series([c for c in counts if c], dtype="Int64")
+    if len(advertised) < 2:
+        return None, ""
+    tally = advertised.value_counts()
+    top = tally.max()
+    count = int(max(tally[tally == top].index))
+    tie = " (a tie: the larger)" if (tally == top).sum() > 1 else ""
+    return count, f"{top} of {len(advertised)} peer nodes advertise {count}{tie}"
 
 
 def _quantity(value: Any) -> int | None:
@@ -162,18 +193,26 @@ def _base_row(node: dict, provider: str, snapshot: dt.datetime | None) -> dict[s
     }
 
 
-def _expected(row: dict, spec: GpuSpec | None, pool_max: int) -> tuple[int | None, str]:
-    """The GPUs this node should have, and why: a count label, a fixed type, or the pool's attachment."""
-    if row["count_label"] is not None:
-        return row["count_label"], "node label"
+def _from_table(spec: GpuSpec | None, pool_max: int) -> tuple[int | None, str]:
+    """The table's count: a fixed type's, or for a per-pool attachment the pool's (else the smallest)."""
     if spec is None:
-        return None, "instance type not in the table"
+        return None, ""
     if len(spec.counts) == 1:
         return spec.counts[0], f"{spec.instance_type} spec ({spec.source})"
     allowed = " or ".join(map(str, spec.counts))
     if pool_max in spec.counts:
         return pool_max, f"node pool's attachment ({allowed} allowed for {spec.instance_type}; {spec.source})"
     return min(spec.counts), f"at least {min(spec.counts)} ({allowed} allowed for {spec.instance_type}; {spec.source})"
+
+
+def _expected(row: dict, spec: GpuSpec | None, pool_max: int, peers: tuple[int | None, str]) -> tuple[int | None, str]:
+    """The GPUs this node should have, and why: the highest of its count label, its peers and the table."""
+    sources = [(row["count_label"], "node label"), (peers[0], f"peers: {peers[1]}"), _from_table(spec, pool_max)]
+    sources = [(n, why) for n, why in sources if n is not None]
+    if not sources:
+        return None, "instance type not in the table and no peer nodes to compare with"
+    best = max(n for n, _ in sources)
+    return best, "; ".join(why for n, why in sources if n == best)
 
 
 def _problem(row: dict) -> str:
@@ -198,13 +237,18 @@ def node_table(nodes: list[dict], provider: str = "") -> pd.DataFrame:
         pool = pools.setdefault(row["pool"], {"accelerator": None, "max": 0, "type": row["instance_type"]})
         pool["accelerator"] = pool["accelerator"] or row["accelerator"]
         pool["max"] = max(pool["max"], row["gpu_capacity"] or 0)
+    peers: dict[tuple[str, str], list[int | None]] = {}
+    for row in rows:  # peers: the same instance type in the same pool
+        peers.setdefault((row["instance_type"], row["pool"]), []).append(row["gpu_capacity"])
+    peer = {key: peer_count(counts) for key, counts in peers.items()}
     for row in rows:
         pool = pools[row["pool"]]
         accelerator = row["accelerator"] or pool["accelerator"]
         spec = spec_for(row["instance_type"], accelerator)
         row["gpu_node"] = bool(row["gpu_capacity"] or accelerator or spec or row["count_label"] or pool["max"])
         row["own_accelerator"], row["accelerator"] = bool(row["accelerator"]), accelerator or ""
-        row["expected_gpus"], row["expected_source"] = _expected(row, spec, pool["max"]) if row["gpu_node"] \
+        row["expected_gpus"], row["expected_source"] = \
+            _expected(row, spec, pool["max"], peer[(row["instance_type"], row["pool"])]) if row["gpu_node"] \
             else (None, "not a GPU node")
         row["problem"] = _problem(row) if row["gpu_node"] else ""
         if row["problem"] and not row["own_accelerator"] and accelerator:
