@@ -148,3 +148,42 @@ def test_broken_metrics_json_raises_naming_the_path(tmp_path: Path) -> None:
     broken.write_text('{"notebook": "02-broken"}')
     with pytest.raises(ValueError, match=r"02-broken/metrics.json.*'metrics'"):
         load_metrics(tmp_path)
+
+
+def _ledger(shares: dict[tuple[str, int, str], tuple[int, int]]) -> pd.DataFrame:
+    rows = [{"run": r, "cluster_nodes": n, "image_key": k, "layers": 9, "size_bytes": 1,
+             "expected": exp, "observed_pulled": seen, "cache_hits": 0, "share": seen / exp,
+             "complete": seen / exp >= 0.8} for (r, n, k), (seen, exp) in shares.items()]
+    return pd.DataFrame(rows)
+
+
+def test_verdict_gets_the_completeness_caveat_only_when_cells_fall_below(tmp_path: Path) -> None:
+    out = StudyOutput("07-cluster-scale", tmp_path / "07")
+    plain = out.verdict(Verdict("scale-variation", "supported", "no ledger yet"))
+    assert plain.reason == "no ledger yet"
+    out.record_completeness(_ledger({("a", 4, "x"): (4, 4), ("a", 4, "y"): (3, 4)}))
+    v = out.verdict(Verdict("scale-variation", "supported", "spread grows."))
+    assert v.reason == ("spread grows; rests on 1 of 2 cells below 80% complete (Pulled events observed / "
+                        "pods the harness created): a at 4 nodes, y: 3 of 4 pods")
+    # the claim's own cells, when a notebook names them: all complete, so no caveat
+    ok = out.verdict(Verdict("size-growth", "supported", "slope > 0"),
+                     cells=out.completeness_ledger.iloc[:1])
+    assert ok.reason == "slope > 0"
+    # a second ledger (another load) adds its runs; a stricter threshold is a parameter
+    out.record_completeness(_ledger({("b", 8, "x"): (8, 8)}), threshold=0.9)
+    assert set(out.completeness_ledger["run"]) == {"a", "b"}
+    strict = out.verdict(Verdict("layers-no-effect", "partly supported", "r"))
+    assert "rests on 1 of 3 cells below 90% complete" in strict.reason
+
+
+def test_median_tables_are_flagged_in_the_csv(tmp_path: Path) -> None:
+    out = StudyOutput("01-pull-size-layers", tmp_path / "01")
+    out.record_completeness(_ledger({("a", 4, "x"): (4, 4), ("a", 8, "x"): (3, 8)}))
+    medians = pd.DataFrame({"cluster_nodes": [4, 8, 16], "median": [1.0, 2.0, 3.0]})
+    assert out.table(medians, "medians") is medians  # the notebook's frame is left as it was
+    written = pd.read_csv(tmp_path / "01" / "medians.csv")
+    assert written["completeness"].tolist()[:2] == [1.0, 0.375] and math.isnan(written["completeness"][2])
+    assert written["incomplete"].tolist() == [False, True, False]
+    other = pd.DataFrame({"cluster_nodes": [4], "pulls": [3]})
+    out.table(other, "counts")  # not a median table: written as it is
+    assert list(pd.read_csv(tmp_path / "01" / "counts.csv").columns) == ["cluster_nodes", "pulls"]

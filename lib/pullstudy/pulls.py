@@ -11,7 +11,7 @@ from typing import Iterable
 
 import pandas as pd
 
-from . import stats
+from . import completeness, stats
 from .backends import archive
 from .events import split_image
 
@@ -72,6 +72,7 @@ def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | Non
     summary = archive.load_summary(loaded)
     if out is not None:
         out.table(summary, "input-summary")
+        completeness.record(out, loaded, nodes)
     pulls, lines = {}, []
     for run_id, result in loaded.items():
         pulls[run_id], excluded = analysable_pulls(result.records, time, require_size=require_size)

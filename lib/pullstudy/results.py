@@ -19,7 +19,7 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from pullstudy import charts
+from pullstudy import charts, completeness
 from pullstudy.claims import Verdict
 
 METRICS_FILE = "metrics.json"
@@ -78,9 +78,15 @@ class StudyOutput:
 
     Recording the same chart, table, metric or exclusion again replaces it (and a verdict with the
     same claim and measurement replaces the earlier one), so re-running a cell never duplicates.
+
+    Once a completeness ledger is recorded (``pulls.load_for_analysis`` does it for every run it
+    reads), verdicts resting on cells below ``completeness_threshold`` say so in their reason, and
+    median tables written afterwards carry the completeness of the cells behind each row.
     """
 
-    def __init__(self, notebook: str, output_dir: str | Path) -> None:
+    def __init__(self, notebook: str, output_dir: str | Path, *,
+                 completeness_threshold: float = completeness.DEFAULT_THRESHOLD) -> None:
+        completeness.check_threshold(completeness_threshold)
         if not isinstance(notebook, str) or not notebook.strip():
             raise ValueError("StudyOutput needs the notebook's name, e.g. '01-pull-size-layers'")
         self.notebook = notebook
@@ -91,7 +97,24 @@ class StudyOutput:
         self.exclusions: dict[str, int] = {}
         self.charts: list[str] = []
         self.tables: list[str] = []
+        self.completeness_threshold = completeness_threshold
+        self.completeness_ledger: pd.DataFrame | None = None
         charts.apply_theme()
+
+    def record_completeness(self, ledger: pd.DataFrame, threshold: float | None = None) -> pd.DataFrame:
+        """Keep the ledger (runs x cluster sizes x images) that later verdicts and tables are checked against.
+
+        A second call (a second ``load_for_analysis`` in one notebook) adds its runs' cells,
+        replacing cells of the same run, so each verdict is checked against everything read.
+        """
+        if threshold is not None:
+            completeness.check_threshold(threshold)
+            self.completeness_threshold = threshold
+        old = self.completeness_ledger
+        if old is not None:
+            ledger = pd.concat([old[~old["run"].isin(ledger["run"])], ledger], ignore_index=True)
+        self.completeness_ledger = ledger
+        return ledger
 
     def chart(self, chart: ChartT, name: str) -> ChartT:
         """Save the chart (PNG, SVG, HTML) and return it, so a cell can end with this call."""
@@ -105,7 +128,10 @@ class StudyOutput:
         _check_name("table", name)
         if not isinstance(df, pd.DataFrame):
             raise TypeError(f"table {name!r}: expected a pandas DataFrame, got {type(df).__name__}")
-        df.to_csv(self.output_dir / f"{name}.csv", index=False)
+        written = df
+        if self.completeness_ledger is not None and any("median" in str(c) for c in df.columns):
+            written = completeness.flag_table(df, self.completeness_ledger, self.completeness_threshold)
+        written.to_csv(self.output_dir / f"{name}.csv", index=False)
         if name not in self.tables:
             self.tables.append(name)
         return df
@@ -117,12 +143,21 @@ class StudyOutput:
         self.metrics[name] = json_safe(value, f"metric {name!r}")
         return value
 
-    def verdict(self, v: Verdict) -> Verdict:
-        """Record a verdict on a claim, attributed to this notebook unless it names another."""
+    def verdict(self, v: Verdict, *, cells: pd.DataFrame | None = None) -> Verdict:
+        """Record a verdict on a claim, attributed to this notebook unless it names another.
+
+        With a completeness ledger recorded, the reason gains a caveat naming the cells below the
+        threshold that the claim rests on: ``cells`` (rows of the ledger), by default every cell
+        of the ledger, i.e. every run and cluster size this notebook read.
+        """
         if not isinstance(v, Verdict):
             raise TypeError(f"expected a claims.Verdict, got {type(v).__name__}")
         if not v.notebook:
             v.notebook = self.notebook
+        basis = cells if cells is not None else self.completeness_ledger
+        note = completeness.caveat(basis, self.completeness_threshold)
+        if note and note not in v.reason:
+            v.reason = f"{v.reason.rstrip().rstrip('.')}; {note}"
         self.verdicts = [
             old for old in self.verdicts
             if (old.claim_id, old.measured, old.notebook) != (v.claim_id, v.measured, v.notebook)
