@@ -29,7 +29,7 @@ import nbformat
 import pandas as pd
 from tqdm import tqdm
 
-from pullstudy import paths
+from pullstudy import completeness, paths
 from pullstudy.claims import VERDICTS, verdict_table, verdicts_from_dicts
 from pullstudy.results import METRICS_FILE, load_metrics
 
@@ -359,6 +359,7 @@ def _section_html(directory: Path, metrics: dict[str, Any] | None) -> str:
                            for k, v in metrics["excluded"].items())
             parts.append("<h3>Excluded from the analysis</h3>"
                          f"<table><tr><th>reason</th><th>count</th></tr>{rows}</table>")
+        parts.append(completeness.section_html(metrics["metrics"]))
         if metrics["metrics"]:
             rows = []
             for k, v in metrics["metrics"].items():
