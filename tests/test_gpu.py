@@ -697,6 +697,34 @@ def test_archive_report_per_cluster(raw, tmp_path):
     assert statuses["eks/nodes-8: " + kube.ALLOC] == "pass"
 
 
+def test_selection_takes_one_label_as_a_string_and_names_requested_files_that_are_missing(raw):
+    from pullstudy.gpu import archive
+    files = archived_node_files()
+    one = select_files(files, "gke/size4/nodes-4")  # a string, not its characters
+    assert one["cluster"].tolist() == ["gke/size4/nodes-4"]
+    wanted = ["gke/size4/nodes-4", "aks/size32/broken-nodes"]
+    chosen = select_files(files, wanted)
+    note = archive.selection_note(files, chosen, wanted)
+    assert note.startswith("**1** node lists analysed") and "Asked for but not available here:** aks/size32/broken-nodes" in note
+    assert "Asked for" not in archive.selection_note(files, select_files(files, None), None)
+
+
+def test_degraded_nodes_and_their_note_from_the_archived_gke_list(raw):
+    from pullstudy.gpu import archive
+    files = archived_node_files()
+    table = cluster_nodes(select_files(files, ["gke/size32/nodes-32", "gke/size4/nodes-4", "gke/size4/nodes-4-second"]))
+    bad = archive.degraded_nodes(table)
+    assert len(bad) == 27 and set(bad["cluster"]) == {"gke/size32/nodes-32"}
+    assert list(bad.columns) == archive.DEGRADED_COLUMNS
+    note = archive.degraded_note(table)
+    assert "**gke/size32/nodes-32** — 27 of 32 GPU nodes degraded; they were" in note
+    assert "`gke-gpu-cluster-32-default-pool-2c8d69ed-99nx`" in note
+    assert "no degraded node in the other 2 node lists (gke/size4/nodes-4, gke/size4/nodes-4-second)" in note
+    odd = archive.other_attachments(cluster_summary(table))  # the pool that attached 4 V100s, not 8
+    assert odd["cluster"].tolist() == ["gke/size4/nodes-4"] and odd["expected_per_node"].tolist() == ["4"]
+    assert archive.degraded_note(table.iloc[0:0]) == "No archived node list analysed."
+
+
 # ---------------------------------------------------------------- kubernetes layer (no API server runs here)
 
 PLUGIN_DS = {

@@ -44,17 +44,36 @@ def archived_node_files(manifest: Manifest | None = None, dest_root: Path | None
     return pd.DataFrame(rows, columns=FILE_COLUMNS).sort_values(["provider", "cluster"], ignore_index=True)
 
 
-def select_files(files: pd.DataFrame, wanted: Iterable[str] | None) -> pd.DataFrame:
+def _wanted(wanted: str | Iterable[str] | None) -> list[str] | None:
+    """A single label is one label, not its characters."""
+    return None if wanted is None else [wanted] if isinstance(wanted, (str, Path)) else [str(w) for w in wanted]
+
+
+def select_files(files: pd.DataFrame, wanted: str | Iterable[str] | None) -> pd.DataFrame:
     """The files to analyse: every available one (None), or those named by key, cluster label or path."""
+    wanted = _wanted(wanted)
     if wanted is None:
         return files[files["available"]]
-    wanted = list(wanted)
     chosen = files[files["key"].isin(wanted) | files["cluster"].isin(wanted) | files["path"].isin(wanted)]
     unknown = set(wanted) - set(chosen["key"]) - set(chosen["cluster"]) - set(chosen["path"])
     if unknown:
         raise ValueError(f"archive_files: {sorted(unknown)} not among the archived GPU node lists: "
                          f"{', '.join(files['cluster'])}")
     return chosen[chosen["available"]]
+
+
+def selection_note(files: pd.DataFrame, chosen: pd.DataFrame, wanted: str | Iterable[str] | None = None) -> str:
+    """One Markdown paragraph: how many node lists are analysed, which are unavailable here, and which
+    of those the user asked for by name (so a requested cluster never silently drops out)."""
+    unavailable = files[~files["available"]]
+    text = (f"**{len(chosen)}** node lists analysed, **{len(unavailable)}** unavailable here"
+            + (f" ({', '.join(unavailable['cluster'])})." if len(unavailable) else "."))
+    names = _wanted(wanted) or []
+    asked = unavailable[unavailable["cluster"].isin(names) | unavailable["key"].isin(names)
+                        | unavailable["path"].isin(names)]
+    if len(asked):
+        text += f"\n\n**Asked for but not available here:** {', '.join(asked['cluster'])}."
+    return text
 
 
 def read_nodes(path: str | Path) -> list[dict[str, Any]]:
@@ -106,6 +125,49 @@ def cluster_summary(nodes: pd.DataFrame) -> pd.DataFrame:
             "gpu_driver": _join(group["gpu_driver"]) or "not labelled", "os_image": _join(group["os_image"]),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+DEGRADED_COLUMNS = ["cluster", "node", "instance_type", "gpu_capacity", "gpu_allocatable", "expected_gpus",
+                    "expected_source", "problem", "age_at_snapshot_s"]
+
+
+def degraded_nodes(nodes: pd.DataFrame) -> pd.DataFrame:
+    """The degraded GPU nodes by name, with what they advertise, what was expected and from where."""
+    return nodes.loc[nodes["degraded"], DEGRADED_COLUMNS].reset_index(drop=True)
+
+
+def _age_span(frame: pd.DataFrame) -> str:
+    ages = frame["age_at_snapshot_s"].dropna()
+    return f"{ages.min():.0f}–{ages.max():.0f} s" if len(ages) else "unknown"
+
+
+def degraded_note(nodes: pd.DataFrame) -> str:
+    """Markdown, one bullet per cluster with degraded nodes: how many of its GPU nodes, how old they were
+    when the list was taken (next to its healthy GPU nodes' ages: a node listed a minute after it was
+    created may simply not have its driver yet), and their names; then the clean node lists."""
+    gpu = nodes[nodes["gpu_node"]]
+    lines = []
+    for cluster, group in gpu[gpu["degraded"]].groupby("cluster", sort=False):
+        in_cluster = gpu[gpu["cluster"] == cluster]
+        healthy = in_cluster[~in_cluster["degraded"]]
+        age = (f"; they were {_age_span(group)} old when the list was taken"
+               + (f" (its nodes with GPUs: {_age_span(healthy)})" if len(healthy) else ""))
+        lines.append(f"* **{cluster}** — {len(group)} of {len(in_cluster)} GPU nodes degraded{age}: "
+                     + ", ".join(f"`{n}`" for n in group["node"]))
+    clean = sorted(set(nodes["cluster"]) - set(nodes.loc[nodes["degraded"], "cluster"]))
+    if clean:
+        lines.append(f"* no degraded node in the other {len(clean)} node lists ({', '.join(clean)})")
+    return "\n".join(lines) or "No archived node list analysed."
+
+
+def other_attachments(summary: pd.DataFrame) -> pd.DataFrame:
+    """Clusters whose GPUs per node differ from the most common expectation of their provider: a pool that
+    attached fewer GPUs (allowed for its machine type) is shown here, not counted as degraded."""
+    columns = ["cluster", "provider", "instance_type", "accelerator", "gpus_per_node", "expected_per_node"]
+    if summary.empty:
+        return pd.DataFrame(columns=columns)
+    usual = summary.groupby("provider")["expected_per_node"].agg(lambda s: s.mode().iloc[0])
+    return summary.loc[summary["expected_per_node"] != summary["provider"].map(usual), columns].reset_index(drop=True)
 
 
 def archive_checks(nodes: pd.DataFrame) -> list[Check]:
