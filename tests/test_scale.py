@@ -275,3 +275,46 @@ def test_spread_on_archived_data_matches_the_raw_event_lines(raw):
     secs = pd.Series([(t - min(times)).total_seconds() for t in times])
     assert largest["pulled_iqr_s"] == pytest.approx(secs.quantile(0.75) - secs.quantile(0.25))
     assert largest["pulled_range_s"] > 1  # a resolved spread: the 19 GB image's pods finish seconds apart
+
+
+# --------------------------------------------------------------------------- images whose tag encodes no size
+
+
+def test_an_image_without_size_in_its_tag_is_grouped_by_image_with_its_transferred_size():
+    df = make_pulls().assign(image_size_reported=lambda d: d["size_bytes"].astype(float) / 50)
+    apps = df[df["size_bytes"] == IMAGES[0]].assign(size_bytes=pd.NA, layers=pd.NA, tag="spack", run="exp/apps",
+                                                     image_key="app:spack")
+    table = scale.spread_table(pd.concat([df, apps], ignore_index=True))
+    app = table[table["run"] == "exp/apps"]
+    assert len(app) == 3 and set(app["size_source"]) == {scale.SIZE_TRANSFERRED}
+    assert app["size_gb"].tolist() == pytest.approx([IMAGES[0] / 50 / 1e9] * 3)
+    assert set(table.loc[table["run"] == "exp/run1", "size_source"]) == {scale.SIZE_BUILT}
+    assert "1 image(s): transferred" in scale.size_markdown(table)
+    assert verdict_of(apps).verdict in {"supported", "partly supported"}
+
+
+def test_an_archived_application_run_is_analysed(raw):
+    """pulling-test/streaming: spack-built apps whose tags encode no size (failed before: no analysable pulls)."""
+    by_run, _ = pulls.load_for_analysis(["pulling-test/streaming"], [4, 8, 16], "pull_wait_s", require_size=False,
+                                        progress=False)
+    df = by_run["pulling-test/streaming"]
+    table = scale.spread_table(df)
+    assert table["image_key"].nunique() == 4 and set(table["size_source"]) == {scale.SIZE_TRANSFERRED}
+    assert (table["size_gb"] > 0.1).all()
+    v = scale.verdict_scale_variation(table, df, n_boot=200)
+    assert v.verdict != "not testable here", v.reason
+
+
+def test_coverage_says_which_sizes_are_missing_and_handles_one_size():
+    runs = [catalog.get("pulling/run1")]
+    sizes = scale.coverage(runs, make_pulls(sizes=(4,)), [4, 8])
+    assert sizes == {"listed": [4, 8], "covered": [4], "unavailable": [8]}
+    text = scale.coverage_markdown(sizes)
+    assert "one size only" in text and "not available here:** 8" in text
+
+
+def test_cluster_notes_name_incomplete_clusters():
+    df = make_pulls()
+    df = df.drop(df.index[:2])  # two pods of the first image at 3 nodes lost
+    notes = scale.cluster_notes(scale.cluster_table(scale.spread_table(df)))
+    assert "exp/run1 at 3 nodes (coverage down to 0.33" in notes

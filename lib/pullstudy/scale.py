@@ -142,8 +142,11 @@ def spread_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame
     start, _ = pod_start(df, time)
     df["start_at"] = start
     resolution = timestamp_resolution(df["pulled_at"])
+    if "image_size_reported" not in df:
+        df["image_size_reported"] = np.nan
     g = df.groupby(KEYS, sort=True, dropna=False)
-    t = g.agg(size_bytes=("size_bytes", "first"), layers=("layers", "first"), pulls=("pulled_at", "size"),
+    t = g.agg(size_bytes=("size_bytes", "first"), layers=("layers", "first"),
+              image_size_reported=("image_size_reported", "median"), pulls=("pulled_at", "size"),
               nodes=("node", "nunique"), pulled_first=("pulled_at", "min"), pulled_last=("pulled_at", "max"),
               start_first=("start_at", "min"), sched_missing=("sched_pulled_s", lambda s: int(s.isna().sum())),
               sched_pulled_median_s=("sched_pulled_s", "median"), sched_pulled_min_s=("sched_pulled_s", "min"),
@@ -165,8 +168,83 @@ def spread_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame
     t["matched_nodes"] = m
     t["node_range_matched_s"] = [expected_subset_range(node_times[tuple(k)], int(mm))
                                  for k, mm in zip(t[KEYS].itertuples(index=False), m)]
-    t["size_gb"] = t["size_bytes"].astype(float) / 1e9
+    t["size_gb"], t["size_source"] = image_size_gb(t)
     return t.drop(columns=["start_first"])
+
+
+SIZE_BUILT = "built (tag)"
+SIZE_TRANSFERRED = "transferred (Pulled message)"
+
+
+def image_size_gb(table: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Each row's image size in GB and where it came from.
+
+    A synthetic image's tag encodes its built (uncompressed) size; an application image's tag encodes
+    none, but it is still an image: its size is the bytes the kubelet's Pulled message reports
+    (``Image size:``), which is the transferred (compressed) size and is labelled so.
+    """
+    built = table["size_bytes"].astype("Float64")
+    reported = table["image_size_reported"].astype("Float64") if "image_size_reported" in table else built * pd.NA
+    size = built.fillna(reported).astype(float) / 1e9
+    source = pd.Series(np.where(built.notna(), SIZE_BUILT, np.where(reported.notna(), SIZE_TRANSFERRED, "unknown")),
+                       index=table.index)
+    return size, source
+
+
+def coverage(runs: list, pulls: pd.DataFrame, cluster_nodes: list[int] | None = None) -> dict:
+    """The cluster sizes the catalog lists for the chosen runs, those the pulls cover, and the rest."""
+    listed = sorted({int(n) for r in runs for n in r.node_counts if cluster_nodes is None or n in cluster_nodes})
+    covered = sorted(int(n) for n in pulls["cluster_nodes"].dropna().unique())
+    return {"listed": listed, "covered": covered, "unavailable": [n for n in listed if n not in covered]}
+
+
+def coverage_markdown(sizes: dict) -> str:
+    """What the notebook says about :func:`coverage`: which sizes are analysed, which are not here."""
+    covered, missing = sizes["covered"], sizes["unavailable"]
+    span = f" — a {covered[-1] / covered[0]:g}× range" if len(covered) > 1 else " — one size only"
+    return (f"**Cluster sizes analysed:** {', '.join(map(str, covered))} nodes{span}. "
+            + (f"**Listed in the catalog but not available here:** {', '.join(map(str, missing))} nodes; "
+               "nothing below speaks for them." if missing else "Every listed size is available."))
+
+
+def size_markdown(table: pd.DataFrame) -> str:
+    """Say which images' sizes are built sizes and which are the transferred bytes of the Pulled message."""
+    by_source = table.drop_duplicates(["run", "image_key"]).groupby("size_source")["image_key"].nunique()
+    parts = [f"{n} image(s): {source}" for source, n in by_source.items()]
+    note = (" An image whose tag encodes no size is grouped by its name and tag; where a size is needed, the "
+            "bytes the kubelet reports pulling (`Image size:`, compressed) stand in, labelled *transferred*."
+            if SIZE_TRANSFERRED in by_source.index else "")
+    return "**Image sizes:** " + "; ".join(parts) + "." + note
+
+
+def cluster_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per run x cluster size x instance: images, pods, distinct nodes, coverage, unresolved spreads."""
+    return (table.groupby(["run", "cluster_nodes", "cluster_instance"])
+                 .agg(images=("image_key", "nunique"), pods=("pulls", "sum"),
+                      pods_per_image=("pulls", "median"), distinct_nodes_per_image=("nodes", "median"),
+                      coverage_min=("coverage", "min"), coverage_median=("coverage", "median"),
+                      pods_without_scheduled=("sched_missing", "sum"),
+                      spreads_unresolved=("spread_resolved", lambda s: int((~s).sum())))
+                 .reset_index())
+
+
+def cluster_notes(clusters: pd.DataFrame) -> str:
+    """Markdown notes on :func:`cluster_table`: nodes used per image, incomplete events, re-run clusters."""
+    incomplete = clusters[clusters["coverage_min"] < 1]
+    several = clusters.groupby(["run", "cluster_nodes"])["cluster_instance"].transform("nunique") > 1
+    lines = ["* Distinct nodes used per image (median over images and clusters): "
+             + ", ".join(f"{int(n)} nodes → {g['distinct_nodes_per_image'].median():g}"
+                         for n, g in clusters.groupby("cluster_nodes")) + "."]
+    if len(incomplete):
+        lines.append("* Clusters whose events are incomplete for some image (coverage < 1): "
+                     + "; ".join(f"{r.run} at {r.cluster_nodes} nodes (coverage down to {r.coverage_min:.2f}, "
+                                 f"{r.pods_without_scheduled} pods without a Scheduled event)"
+                                 for r in incomplete.itertuples()) + ". Missing pods can only shrink a max − min range.")
+    if several.any():
+        lines.append("* Several clusters of one size: " + "; ".join(
+            f"{r.run} at {r.cluster_nodes} nodes, cluster #{r.cluster_instance}: {r.images} images"
+            for r in clusters[several].itertuples()) + ".")
+    return "\n".join(lines)
 
 
 def span_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame:

@@ -10,11 +10,12 @@ from __future__ import annotations
 import math
 
 import altair as alt
+import numpy as np
 import pandas as pd
 
 from .charts import cluster_color
 from .pulls import TIME_LABELS
-from .scale import timestamp_resolution
+from .scale import SIZE_BUILT, SIZE_TRANSFERRED, timestamp_resolution
 
 PANEL_WIDTH = 230
 PANEL_HEIGHT = 200
@@ -53,6 +54,8 @@ def _log_ticks(values: pd.Series) -> list[float]:
     ticks = [m * 10.0 ** e for e in range(math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1)
              for m in (1, 2, 5)]
     inside = [t for t in ticks if lo / 2 <= t <= hi * 2]
+    if sum(lo <= t <= hi for t in inside) < 2:  # a narrow range (e.g. four app images of 0.3-0.5 GB)
+        inside = sorted(set(inside) | {float(f"{v:.2g}") for v in np.geomspace(lo, hi, 3)})
     return inside or ticks
 
 
@@ -60,6 +63,18 @@ def _rule(data: pd.DataFrame, y: float, color: str) -> alt.Chart:
     """A dashed horizontal reference line in every panel (from the panel's own data, as facets need)."""
     return alt.Chart(data).transform_aggregate(n="count()", groupby=["run"]).mark_rule(
         strokeDash=[4, 4], color=color).encode(y=alt.datum(y))
+
+
+def _size_title(table: pd.DataFrame, suffix: str = "") -> str:
+    """What "image size" means in this table: built (from the tag), transferred (Pulled message), or both."""
+    sources = set(table["size_source"]) if "size_source" in table else {SIZE_BUILT}
+    if sources <= {SIZE_BUILT}:
+        what = "uncompressed, built"
+    elif sources <= {SIZE_TRANSFERRED}:
+        what = "as transferred"
+    else:
+        what = "built where the tag encodes it, else as transferred"
+    return f"Image size (GB, {what}{suffix})"
 
 
 def _plain(table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -84,11 +99,11 @@ def spread_by_cluster_size(table: pd.DataFrame, value: str = "pulled_range_s", *
     data["series"] = data["image_key"] + " #" + data["cluster_instance"].astype(str)
     base = alt.Chart(data).encode(x=_nodes_axis(data), y=alt.Y(f"{value}:Q", title=SPREAD_LABELS.get(value, value)))
     tooltip = ["run:N", "image_key:N", "cluster_nodes:O", "cluster_instance:O", "pulls:Q", "nodes:Q",
-               alt.Tooltip("size_gb:Q", format=".2f", title="image size (GB)"),
+               alt.Tooltip("size_gb:Q", format=".2f", title=_size_title(table)),
                alt.Tooltip(f"{value}:Q", format=".2f", title="spread (s)")]
     lines = base.mark_line(strokeWidth=1.2, opacity=0.7).encode(
         detail="series:N", stroke=alt.Stroke("size_gb:Q", scale=alt.Scale(scheme="greys", type="log"),
-                                             title="Image size (GB)"))
+                                             title=_size_title(table)))
     points = base.mark_point(filled=True, size=45, opacity=0.9).encode(color=cluster_color(), tooltip=tooltip)
     floor = _rule(data, resolution, "firebrick")
     subtitle = ["one line per image (darker: larger image)",
@@ -102,17 +117,20 @@ def spread_by_image_size(table: pd.DataFrame, value: str = "pulled_range_s", *, 
     """Spread against image size, one line per cluster size (and cluster instance, layer count)."""
     data = _plain(table, ["run", "cluster_nodes", "cluster_instance", "image_key", "size_gb", "layers", "pulls",
                           value])
-    data["series"] = data["cluster_nodes"].astype(int).astype(str) + " #" + data["cluster_instance"].astype(str) \
-        + " " + data["layers"].astype("Int64").astype(str) + " layers"
+    layers = data["layers"].astype("Int64")
+    data["series"] = (data["cluster_nodes"].astype(int).astype(str) + " #" + data["cluster_instance"].astype(str)
+                      + [f" {n} layers" if pd.notna(n) else "" for n in layers])
     chart = alt.Chart(data).mark_line(point=alt.OverlayMarkDef(filled=True, size=35), strokeWidth=1.3).encode(
-        x=alt.X("size_gb:Q", scale=alt.Scale(type="log", nice=False, padding=8), title="Image size (GB, log scale)",
+        x=alt.X("size_gb:Q", scale=alt.Scale(type="log", nice=False, padding=8),
+                title=_size_title(table, ", log scale"),
                 axis=alt.Axis(values=_log_ticks(data["size_gb"]), format="~g")),
         y=alt.Y(f"{value}:Q", title=SPREAD_LABELS.get(value, value)),
         color=cluster_color(), detail="series:N",
         tooltip=["run:N", "image_key:N", "cluster_nodes:O", "cluster_instance:O", "pulls:Q",
-                 alt.Tooltip("size_gb:Q", format=".2f", title="image size (GB, uncompressed)"),
+                 alt.Tooltip("size_gb:Q", format=".2f", title=_size_title(table)),
                  alt.Tooltip(f"{value}:Q", format=".2f", title="spread (s)")])
-    subtitle = "uncompressed image size; one line per cluster (and per layer count where a run built two)"
+    subtitle = ("one line per cluster (and per layer count where a run built two); transferred: the bytes the "
+                "kubelet's Pulled message reports, for images whose tag encodes no size")
     return _facet(chart, _run_order(data, runs)).properties(title=alt.Title(title, subtitle=subtitle))
 
 
@@ -155,7 +173,7 @@ def pull_time_by_cluster_size(table: pd.DataFrame, time: str = "pull_wait_s", *,
     points = base.mark_point(filled=True, size=40, opacity=0.85).encode(
         color=cluster_color(),
         tooltip=["run:N", "image_key:N", "cluster_nodes:O", "cluster_instance:O", "pulls:Q",
-                 alt.Tooltip("size_gb:Q", format=".2f", title="image size (GB)"),
+                 alt.Tooltip("size_gb:Q", format=".2f", title=_size_title(table)),
                  alt.Tooltip(f"{med}:Q", format=".2f", title=f"median {TIME_LABELS[time]}"),
                  alt.Tooltip("relative:Q", format=".2f", title="relative to the image's median")])
     one = _rule(data, 1.0, "black")
