@@ -15,16 +15,17 @@ PYTEST_ARGS ?=
 STARGZ := $(VENV)/bin/pullstudy-stargz
 STARGZ_LIB := golang-github-containerd-stargz-snapshotter-dev
 DEBIAN_GOPATH := /usr/share/gocode
-# Built before `run` and `test` wherever Go and the library are installed; elsewhere lazy pulling is
-# reported unavailable, with this hint.
-MAYBE_STARGZ := $(if $(and $(shell command -v go),$(wildcard $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter)),$(STARGZ))
+# The Debian packages the tests and the local backend need, each with what shows it is installed (the
+# list tests/conftest.py checks; a test keeps the two in step). `make system` installs the missing ones.
+SYSTEM_PACKAGES := docker-registry containerd iproute2 openssl golang-go $(STARGZ_LIB) stargz-snapshotter
 
-.PHONY: help env stargz data verify-data reproduce run test lab bench catalog clean distclean
+.PHONY: help system env stargz maybe-stargz data verify-data reproduce run test lab bench catalog clean distclean
 
 help:
 	@echo "make reproduce    fetch + verify the archived data, run every notebook into results/"
 	@echo "make test         fetch + verify the data, run the test suite"
 	@echo "make run STUDY=03-local-ssd BACKEND=local   one study; BACKEND=local measures on this machine"
+	@echo "make system       as root with apt: install the missing Debian packages ($(SYSTEM_PACKAGES))"
 	@echo "make stargz       build the lazy-pulling snapshotter (needs golang-go $(STARGZ_LIB))"
 	@echo "make lab          JupyterLab on notebooks/ (127.0.0.1)"
 	@echo "make bench        the benchmarks (each against its baseline, in the same run)"
@@ -39,9 +40,36 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	@touch $@
 
+# Idempotent: apt-get update and install only when something is missing. Not root, or no apt: only
+# says what is missing (the tests that need it are then skipped, each naming the install command).
+system:
+	@need=""; \
+	command -v docker-registry >/dev/null || need="$$need docker-registry"; \
+	{ command -v containerd && command -v ctr; } >/dev/null || need="$$need containerd"; \
+	{ command -v ip && command -v tc; } >/dev/null || need="$$need iproute2"; \
+	command -v openssl >/dev/null || need="$$need openssl"; \
+	command -v go >/dev/null || need="$$need golang-go"; \
+	test -d $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter || need="$$need $(STARGZ_LIB)"; \
+	command -v ctr-remote >/dev/null || need="$$need stargz-snapshotter"; \
+	command -v python3.11 >/dev/null || python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
+	  need="$$need python3.11 python3.11-venv"; \
+	test -n "$$need" || exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make system: missing Debian packages:$$need (not root with apt: tests that need them are skipped;" \
+	       "install with: sudo make system)"; exit 0; fi; \
+	echo "make system: installing$$need"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq$$need >/dev/null
+
 env: $(STAMP)
 
 stargz: $(STARGZ)
+
+# Built before `run` and `test` wherever Go and the library are installed (checked when it runs, so after
+# `make system`); elsewhere lazy pulling is reported unavailable, with the hint.
+maybe-stargz: $(STAMP)
+	@if command -v go >/dev/null && test -d $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter; then \
+	  $(MAKE) --no-print-directory -s $(STARGZ); fi
 
 $(STARGZ): tools/stargz/main.go $(STAMP)
 	@command -v go >/dev/null && test -d $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter || \
@@ -62,11 +90,11 @@ catalog: $(STAMP)
 reproduce: data
 	$(PY) -m pullstudy.reproduce $(REPRODUCE_ARGS)
 
-run: data $(MAYBE_STARGZ)
+run: system data maybe-stargz
 	@test -n "$(STUDY)" || { echo "usage: make run STUDY=<notebook, e.g. 03-local-ssd> [BACKEND=archive|local] [RUN_ARGS='-p key=value']"; exit 2; }
-	$(PY) -m pullstudy.reproduce --only $(STUDY) --results results/$(BACKEND) -p backend=$(BACKEND) $(RUN_ARGS)
+	$(PY) -m pullstudy.reproduce --only $(STUDY) --results results/$(BACKEND) $(if $(filter-out archive,$(BACKEND)),-p backend=$(BACKEND)) $(RUN_ARGS)
 
-test: data $(MAYBE_STARGZ)
+test: system data maybe-stargz
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: data

@@ -26,7 +26,7 @@ from pullstudy.crafter import CraftError
 from pullstudy.events import decode_tag
 from pullstudy.registry import RetryPolicy
 
-pytestmark = pytest.mark.registry
+pytestmark = pytest.mark.registry  # needs docker-registry (conftest), unless marked otherwise
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, deadline_s=5.0, timeout_s=5.0)
@@ -132,6 +132,7 @@ def test_compression_zeros_tiny_random_none_mixed_by_the_ratio(images):
     assert mixed.compressed_bytes == pytest.approx(random_bytes, rel=0.02)  # the zeros cost next to nothing
 
 
+@pytest.mark.system()  # no registry
 def test_mixed_blocks_follow_the_ratio_exactly():
     for ratio in (0, 0.1, 0.25, 1 / 3, 0.5, 0.9, 1):
         spec = crafter.LayerSpec(0, "m.bin", 1_000_003, "mixed", 0, ratio)
@@ -207,6 +208,7 @@ def _ctr(ctd, *args: str) -> str:
     return ctd.ctr(*args, timeout=60).stdout
 
 
+@pytest.mark.system("docker-registry", "containerd")
 def test_containerd_pulls_checks_and_unpacks_the_images(containerd, images):
     sock, root = containerd, containerd.root_dir
     for image in images.values():

@@ -28,15 +28,28 @@ from pullstudy.backends import lazy, local, services
 from pullstudy.backends.services import (ConditionUnavailable, Containerd, MissingBinary, PortInUse,
                                          RateLimitedLink, Registry, Tmpfs)
 from pullstudy.registry import RetryPolicy
+from conftest import CATEGORY_NEEDS, LAZY_PACKAGES
 
-pytestmark = pytest.mark.local
+pytestmark = pytest.mark.local  # needs docker-registry, containerd, iproute2 (conftest), unless marked narrower
 
 if os.geteuid() != 0:
     pytest.skip("the local backend needs root (tmpfs, network namespaces, containerd)", allow_module_level=True)
 
 MB = 1_000_000
-needs_stargz = pytest.mark.skipif(lazy.unavailable_reason() is not None,
-                                  reason=f"lazy pulling unavailable here: {lazy.unavailable_reason()}")
+REGISTRY_ONLY = pytest.mark.system("docker-registry")
+NOTHING = pytest.mark.system()  # no Debian package: fakes PATH, or reads settings
+# lazy pulling: the packages (missing: skipped or, in CI, failed by conftest), then the daemon, FUSE and root
+STARGZ_MARKS = [pytest.mark.system(*CATEGORY_NEEDS["local"], *LAZY_PACKAGES),
+                pytest.mark.skipif(lazy.unavailable_reason() is not None,
+                                   reason=f"lazy pulling unavailable here: {lazy.unavailable_reason()}")]
+
+
+def needs_stargz(test):
+    for mark in reversed(STARGZ_MARKS):
+        test = mark(test)
+    return test
+
+
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.02, deadline_s=5, timeout_s=10)
 
 
@@ -111,6 +124,7 @@ def clean_machine(spawned):
 
 # --- services -----------------------------------------------------------------------------------------
 
+@REGISTRY_ONLY
 def test_registry_starts_answers_and_leaves_nothing(clean_machine):
     with Registry() as reg:
         assert requests.get(f"{reg.url}/v2/", timeout=5).status_code == 200
@@ -121,6 +135,7 @@ def test_registry_starts_answers_and_leaves_nothing(clean_machine):
     assert clean_machine == [reg.pid]
 
 
+@REGISTRY_ONLY
 def test_a_port_in_use_is_a_clear_error(clean_machine):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -131,6 +146,7 @@ def test_a_port_in_use_is_a_clear_error(clean_machine):
                 pass
 
 
+@NOTHING
 def test_missing_binaries_name_the_debian_package(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingBinary, match=r"docker-registry not found on PATH: .*`apt-get install docker-registry`"):
@@ -390,7 +406,7 @@ _INTERRUPTED = textwrap.dedent("""
 
 @pytest.mark.parametrize("signum,snapshotters", [
     (signal.SIGINT, "overlayfs"), (signal.SIGTERM, "overlayfs"),
-    pytest.param(signal.SIGTERM, "stargz", marks=needs_stargz, id="SIGTERM-lazy")])
+    pytest.param(signal.SIGTERM, "stargz", marks=STARGZ_MARKS, id="SIGTERM-lazy")])
 def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path, signum, snapshotters):
     out, pid_file = tmp_path / "out", tmp_path / "pids"
     mounts, namespaces, scratch = _mounts(), _netns(), _scratch()
@@ -500,6 +516,7 @@ def test_without_the_snapshotter_lazy_is_unavailable_with_the_remedy(tmp_path, m
     assert json.loads((tmp_path / "run.json").read_text())["image_streaming"] is False
 
 
+@NOTHING
 def test_the_lazy_reasons_name_each_missing_part(monkeypatch):
     monkeypatch.setattr(lazy, "daemon_binary", lambda: None)
     monkeypatch.setattr(lazy.shutil, "which", lambda name: None)
@@ -510,6 +527,7 @@ def test_the_lazy_reasons_name_each_missing_part(monkeypatch):
         assert part in reason
 
 
+@NOTHING
 def test_the_daemon_is_found_by_setting_beside_python_or_not_at_all(monkeypatch, tmp_path):
     daemon = tmp_path / "pullstudy-stargz"
     daemon.write_text("#!/bin/sh\n")

@@ -34,7 +34,7 @@ from proxying import forward, serving
 from pullstudy import manifests, registry
 from pullstudy.registry import RetryPolicy
 
-pytestmark = pytest.mark.registry
+pytestmark = pytest.mark.registry  # needs docker-registry (conftest), unless marked otherwise
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
 FAST = RetryPolicy(attempts=3, backoff_s=0.01, max_backoff_s=0.05, deadline_s=5.0, timeout_s=5.0)
@@ -114,6 +114,7 @@ def local_registry(tmp_path_factory):
         reg.stop()
 
 
+@pytest.mark.system()  # no registry
 def test_missing_binary_fails_with_the_install_command(tmp_path):
     with pytest.raises(pytest.fail.Exception, match=r"apt-get install docker-registry"):
         start_registry(tmp_path, binary=str(tmp_path / "no-such-docker-registry"))
@@ -258,6 +259,7 @@ def test_a_digest_reference_is_stored_under_its_digest(study, tmp_path):
     assert manifests.read_set(tmp_path).layers["tag"].tolist() == [arm.digest]
 
 
+@pytest.mark.system()  # no registry
 @pytest.mark.parametrize("image, uri, tag", [
     ("ubuntu:22.04", "docker.io/library/ubuntu", "22.04"),
     ("ghcr.io/converged-computing/ensemble-osu", "ghcr.io/converged-computing/ensemble-osu", "latest"),
@@ -409,6 +411,7 @@ def test_not_found_is_not_retried(study, proxy, tmp_path):
     assert [(p.split("?")[0].rsplit("/", 1)[-1], s) for _, p, s in proxy.seen] == [("no-such-tag", 404), ("list", 200)]
 
 
+@pytest.mark.system()  # no registry
 def test_connection_errors_are_retried_with_backoff_then_reported(tmp_path):
     port, waits = _free_port(), []  # nothing listens there
     client = registry.Client(f"127.0.0.1:{port}", insecure=True, retry=FAST, sleep=waits.append)
@@ -418,6 +421,7 @@ def test_connection_errors_are_retried_with_backoff_then_reported(tmp_path):
     assert waits == [0.01, 0.02]
 
 
+@pytest.mark.system()  # no registry
 def test_retry_policy_backs_off_exponentially_within_its_caps():
     policy = RetryPolicy(backoff_s=0.5, max_backoff_s=4)
     assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1, 2, 4, 4]
@@ -510,6 +514,7 @@ def token_registry(tmp_path_factory):
         tokens.server_close()
 
 
+@pytest.mark.system("docker-registry", "openssl")
 def test_anonymous_bearer_token_flow_against_a_token_auth_registry(token_registry, tmp_path, capsys):
     reg, tokens = token_registry
     challenge = requests.get(f"http://{reg.host}/v2/tok/alpha/manifests/v1", timeout=5)
@@ -566,6 +571,7 @@ def test_cli_fetches_the_platform_and_lists_failures(study, tmp_path):
     assert stored["manifests"]["v1"] == pushed["multi/arm64"].manifest
 
 
+@pytest.mark.system()  # no registry
 def test_cli_rejects_a_malformed_platform(tmp_path):
     with pytest.raises(SystemExit) as exc:
         registry.main(["fetch", "--out", str(tmp_path), "--platform", "amd64", "x/y:z"])
