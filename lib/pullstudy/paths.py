@@ -18,6 +18,13 @@ def raw_dir() -> Path:
     return Path(os.environ.get("PULLSTUDY_RAW_DIR", data_dir() / "raw"))
 
 
+def quarantine_dir(raw: Path | None = None) -> Path:
+    """Where ``make data`` moves files of data/raw that fail verification: beside data/raw, out of the
+    notebooks' reach (``data/quarantine/<source>/<path>`` for the default data/raw)."""
+    raw = Path(raw) if raw is not None else raw_dir()
+    return Path(os.environ.get("PULLSTUDY_QUARANTINE_DIR", raw.parent / "quarantine"))
+
+
 def results_dir() -> Path:
     return Path(os.environ.get("PULLSTUDY_RESULTS_DIR", PROJECT_ROOT / "results"))
 
