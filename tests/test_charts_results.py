@@ -163,8 +163,9 @@ def test_verdict_gets_the_completeness_caveat_only_when_cells_fall_below(tmp_pat
     assert plain.reason == "no ledger yet"
     out.record_completeness(_ledger({("a", 4, "x"): (4, 4), ("a", 4, "y"): (3, 4)}))
     v = out.verdict(Verdict("scale-variation", "supported", "spread grows."))
-    assert v.reason == ("spread grows; rests on 1 of 2 cells below 80% complete (Pulled events observed / "
-                        "pods the harness created): a at 4 nodes, y: 3 of 4 pods")
+    assert v.reason == ("spread grows; the runs this notebook read have 1 of 2 cells below 80% complete "
+                        "(Pulled events observed / pods the harness created; by run a: 1 of 2); "
+                        "least complete: a at 4 nodes, y: 3 of 4 pods")
     # the claim's own cells, when a notebook names them: all complete, so no caveat
     ok = out.verdict(Verdict("size-growth", "supported", "slope > 0"),
                      cells=out.completeness_ledger.iloc[:1])
@@ -173,13 +174,14 @@ def test_verdict_gets_the_completeness_caveat_only_when_cells_fall_below(tmp_pat
     out.record_completeness(_ledger({("b", 8, "x"): (8, 8)}), threshold=0.9)
     assert set(out.completeness_ledger["run"]) == {"a", "b"}
     strict = out.verdict(Verdict("layers-no-effect", "partly supported", "r"))
-    assert "rests on 1 of 3 cells below 90% complete" in strict.reason
+    assert "have 1 of 3 cells below 90% complete" in strict.reason
+    assert out.verdict(Verdict("size-growth", "supported", "s"), runs=["b"]).reason == "s"
 
 
 def test_median_tables_are_flagged_in_the_csv(tmp_path: Path) -> None:
     out = StudyOutput("01-pull-size-layers", tmp_path / "01")
     out.record_completeness(_ledger({("a", 4, "x"): (4, 4), ("a", 8, "x"): (3, 8)}))
-    medians = pd.DataFrame({"cluster_nodes": [4, 8, 16], "median": [1.0, 2.0, 3.0]})
+    medians = pd.DataFrame({"cluster_nodes": [4, 8, 16], "median": [1.0, 2.0, 3.0]})  # one run: unambiguous
     assert out.table(medians, "medians") is medians  # the notebook's frame is left as it was
     written = pd.read_csv(tmp_path / "01" / "medians.csv")
     assert written["completeness"].tolist()[:2] == [1.0, 0.375] and math.isnan(written["completeness"][2])
@@ -187,3 +189,8 @@ def test_median_tables_are_flagged_in_the_csv(tmp_path: Path) -> None:
     other = pd.DataFrame({"cluster_nodes": [4], "pulls": [3]})
     out.table(other, "counts")  # not a median table: written as it is
     assert list(pd.read_csv(tmp_path / "01" / "counts.csv").columns) == ["cluster_nodes", "pulls"]
+    out.record_completeness(_ledger({("b", 8, "x"): (8, 8)}))  # two runs, a table without a run column
+    out.table(medians, "medians")
+    written = pd.read_csv(tmp_path / "01" / "medians.csv", keep_default_na=False)
+    assert {"completeness[a]", "completeness[b]"} <= set(written.columns) and "incomplete" not in written
+    assert written["incomplete_in"].tolist() == ["", "a", ""]

@@ -67,7 +67,10 @@ def test_an_image_with_no_events_is_a_cell_with_nothing_observed(raw: Path) -> N
 def test_caveat_names_the_cells_below_the_threshold(synthetic_ledger: pd.DataFrame) -> None:
     text = completeness.caveat(synthetic_ledger, 0.8)
     assert text.startswith("rests on 1 of 6 cells below 80% complete")
-    assert f"pulling/run1 at 4 nodes, {SMALL}: 3 of 4 pods" in text
+    assert "(Pulled events observed / pods the harness created; by run pulling/run1: 1 of 6)" in text
+    assert text.endswith(f"least complete: pulling/run1 at 4 nodes, {SMALL}: 3 of 4 pods")
+    scoped = completeness.caveat(synthetic_ledger, 0.8, scope="the runs this notebook read")
+    assert scoped.startswith("the runs this notebook read have 1 of 6 cells below 80% complete")
     assert completeness.caveat(synthetic_ledger, 0.7) == ""
     assert completeness.caveat(None) == "" and completeness.caveat(synthetic_ledger.iloc[:0]) == ""
 
@@ -115,16 +118,28 @@ def test_load_for_analysis_records_the_ledger_and_verdicts_carry_the_caveat(tmp_
     assert shares["pulling/run1"] == 1.0 and shares["pulling-test/run1"] == pytest.approx(0.845, abs=0.001)
 
     v = out.verdict(Verdict("scale-variation", "supported", "spread grows with cluster size."))
-    assert v.reason.startswith("spread grows with cluster size; rests on 17 of 132 cells below 80% complete")
+    assert v.reason.startswith("spread grows with cluster size; the runs this notebook read have 17 of 132 "
+                               "cells below 80% complete (Pulled events observed / pods the harness created; "
+                               "by run pulling-test/run1: 17 of 114, pulling/run1: 0 of 18)")
     again = out.verdict(v)  # recording the same verdict again does not repeat the caveat
-    assert again.reason.count("rests on") == 1
+    assert again.reason.count("cells below") == 1
+    # a claim resting on the complete run only gets no caveat; on the other, a precise one
+    assert out.verdict(Verdict("size-growth", "supported", "r"), runs=["pulling/run1"]).reason == "r"
+    layers = out.verdict(Verdict("layers-no-effect", "supported", "r"), runs=["pulling-test/run1"])
+    assert layers.reason.startswith("r; rests on 17 of 114 cells below 80% complete")
+    with pytest.raises(ValueError, match=r"runs \['pulling/run9'\] are not in the completeness ledger"):
+        out.verdict(Verdict("size-growth", "supported", "r"), runs=["pulling/run9"])
 
     medians = out.table(pulls.median_summary(
         pulls.load_for_analysis(["pulling-test/run1"], [16], "pull_wait_s", None, progress=False)[0]
         ["pulling-test/run1"], ["cluster_nodes", "size_bytes", "layers"], n_boot=50), "medians")
     written = pd.read_csv(tmp_path / "07" / "medians.csv")
-    assert len(written) == len(medians) and {"completeness", "incomplete"} <= set(written.columns)
-    assert written["incomplete"].any() and not written["incomplete"].all()
+    # no run column while two runs were read: one completeness column per run, never a guess
+    per_run = {"completeness[pulling-test/run1]", "completeness[pulling/run1]", "incomplete_in"}
+    assert len(written) == len(medians) and per_run <= set(written.columns)
+    flagged = written["incomplete_in"].fillna("")
+    assert (flagged == "pulling-test/run1").any() and (flagged == "").any()
+    assert (written["completeness[pulling/run1]"].dropna() == 1.0).all()
 
     out.write()
     page = write_index(tmp_path).read_text()

@@ -110,10 +110,14 @@ def overall_share(ledger_df: pd.DataFrame) -> dict[str, float | None]:
     return out
 
 
-def caveat(ledger_df: pd.DataFrame | None, threshold: float = DEFAULT_THRESHOLD, *, limit: int = 5) -> str:
+def caveat(ledger_df: pd.DataFrame | None, threshold: float = DEFAULT_THRESHOLD, *, limit: int = 5,
+           scope: str | None = None) -> str:
     """The sentence a verdict needs when cells it rests on are below the threshold, else "".
 
-    Names the least complete cells (up to ``limit``), so a reader can find them in the table.
+    ``ledger_df`` holds the cells the claim rests on. With ``scope`` (e.g. "the runs this notebook
+    read") the cells are only known to be among those the notebook read, and the text says so
+    instead of claiming the verdict rests on all of them. Counts are given per run, and the least
+    complete cells (up to ``limit``) are named so a reader can find them in the table.
     """
     check_threshold(threshold)
     if ledger_df is None or ledger_df.empty:
@@ -121,12 +125,16 @@ def caveat(ledger_df: pd.DataFrame | None, threshold: float = DEFAULT_THRESHOLD,
     low = ledger_df[ledger_df["share"] < threshold].sort_values(["share", "run", "cluster_nodes"])
     if low.empty:
         return ""
+    per_run = ", ".join(f"{run}: {int((g['share'] < threshold).sum())} of {len(g)}"
+                        for run, g in ledger_df.groupby("run", sort=True))
     named = "; ".join(f"{r.run} at {r.cluster_nodes} nodes, {r.image_key}: "
                       f"{r.observed_pulled + r.cache_hits} of {r.expected} pods"
                       for r in low.head(limit).itertuples())
     more = f"; and {len(low) - limit} more" if len(low) > limit else ""
-    return (f"rests on {len(low)} of {len(ledger_df)} cells below {threshold:.0%} complete "
-            f"(Pulled events observed / pods the harness created): {named}{more}")
+    head = f"{scope} have" if scope else "rests on"
+    return (f"{head} {len(low)} of {len(ledger_df)} cells below {threshold:.0%} complete "
+            f"(Pulled events observed / pods the harness created; by run {per_run}); least complete: "
+            f"{named}{more}")
 
 
 def flag_table(df: pd.DataFrame, ledger_df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pd.DataFrame:
@@ -134,19 +142,33 @@ def flag_table(df: pd.DataFrame, ledger_df: pd.DataFrame, threshold: float = DEF
 
     Rows are matched to ledger cells on the key columns both share (run, cluster_nodes, image_key,
     layers, size_bytes); a row gets the lowest share among its cells (``completeness``) and
-    ``incomplete`` when that is below the threshold. Tables sharing no cluster size with the ledger
-    are returned as they are.
+    ``incomplete`` when that is below the threshold. A table without a ``run`` column while the
+    ledger holds several runs is ambiguous: it gets one ``completeness[<run>]`` column per run and
+    ``incomplete_in`` naming the runs whose cells are below the threshold, never a guess.
+    Tables sharing no cluster size with the ledger are returned as they are.
     """
     keys = [c for c in ("run", "cluster_nodes", "image_key", "layers", "size_bytes")
             if c in df.columns and c in ledger_df.columns]
     if "cluster_nodes" not in keys or ledger_df.empty or "completeness" in df.columns:
         return df
-    worst = ledger_df.groupby(keys, as_index=False)["share"].min().rename(columns={"share": "completeness"})
+    runs = sorted(ledger_df["run"].unique())
+    per_run = "run" not in keys and len(runs) > 1
+    by = keys + (["run"] if per_run else [])
+    worst = ledger_df.groupby(by, as_index=False)["share"].min()
     try:
-        merged = df.merge(worst.astype({k: df[k].dtype for k in keys}, errors="ignore"), on=keys, how="left")
+        worst = worst.astype({k: df[k].dtype for k in keys})
     except (ValueError, TypeError):  # key columns of incompatible types: nothing to match on
         return df
-    merged["incomplete"] = merged["completeness"] < threshold
+    if not per_run:
+        merged = df.merge(worst.rename(columns={"share": "completeness"}), on=keys, how="left")
+        merged["incomplete"] = merged["completeness"] < threshold
+        return merged
+    wide = worst.pivot_table(index=keys, columns="run", values="share", aggfunc="min").reset_index()
+    wide.columns = [c if c in keys else f"completeness[{c}]" for c in wide.columns]
+    merged = df.merge(wide, on=keys, how="left")
+    cols = [f"completeness[{r}]" for r in runs if f"completeness[{r}]" in merged.columns]
+    merged["incomplete_in"] = [", ".join(c[len("completeness["):-1] for c in cols if row[c] < threshold)
+                               for _, row in merged[cols].iterrows()]
     return merged
 
 

@@ -143,19 +143,28 @@ class StudyOutput:
         self.metrics[name] = json_safe(value, f"metric {name!r}")
         return value
 
-    def verdict(self, v: Verdict, *, cells: pd.DataFrame | None = None) -> Verdict:
+    def verdict(self, v: Verdict, *, runs: list[str] | None = None,
+                cells: pd.DataFrame | None = None) -> Verdict:
         """Record a verdict on a claim, attributed to this notebook unless it names another.
 
-        With a completeness ledger recorded, the reason gains a caveat naming the cells below the
-        threshold that the claim rests on: ``cells`` (rows of the ledger), by default every cell
-        of the ledger, i.e. every run and cluster size this notebook read.
+        With a completeness ledger recorded, the reason gains a caveat when cells below the
+        threshold are involved: the claim's own cells when the notebook names them (``runs``, or
+        ``cells``: rows of the ledger), otherwise every cell of the runs this notebook read, said
+        as such (the ledger cannot know which of them one claim used).
         """
         if not isinstance(v, Verdict):
             raise TypeError(f"expected a claims.Verdict, got {type(v).__name__}")
         if not v.notebook:
             v.notebook = self.notebook
-        basis = cells if cells is not None else self.completeness_ledger
-        note = completeness.caveat(basis, self.completeness_threshold)
+        ledger, scope = self.completeness_ledger, "the runs this notebook read"
+        if ledger is not None and (runs is not None or cells is not None):
+            unknown = sorted(set(runs or []) - set(ledger["run"]))
+            if unknown:
+                raise ValueError(f"verdict on {v.claim_id!r}: runs {unknown} are not in the completeness "
+                                 f"ledger (runs read: {', '.join(sorted(set(ledger['run'])))})")
+            ledger = cells if cells is not None else ledger[ledger["run"].isin(runs)]
+            scope = None
+        note = completeness.caveat(ledger, self.completeness_threshold, scope=scope)
         if note and note not in v.reason:
             v.reason = f"{v.reason.rstrip().rstrip('.')}; {note}"
         self.verdicts = [
