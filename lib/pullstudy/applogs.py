@@ -26,9 +26,9 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from . import catalog, stats
+from . import catalog, rules, stats
 from .backends import archive
-from .claims import Verdict
+from .claims import CLAIMS, Verdict
 from .rawfiles import read_raw_bytes
 from .events import DurationError, parse_go_duration, split_image
 from .paths import raw_dir
@@ -351,28 +351,19 @@ def streaming_apps_table(pull_records_by_run: Mapping[str, pd.DataFrame], app_ru
 # --------------------------------------------------------------------------- the verdict
 
 
-def _compare(ratio: float, low: float, high: float, figure: float, tolerance: float) -> tuple[bool, str]:
-    """Is a measured speedup near the claimed figure (inside the CI, or within a factor ``tolerance``)?"""
-    if low <= figure <= high:
-        return True, f"the claimed {figure:g}x lies inside the CI"
-    if figure / tolerance <= ratio <= figure * tolerance:
-        side = "below" if ratio < figure else "above"
-        return True, f"{side} the claimed {figure:g}x but within a factor {tolerance:g} of it"
-    return False, f"far from the claimed {figure:g}x (more than a factor {tolerance:g})"
-
-
-def verdict_streaming_apps(table: pd.DataFrame, *, claimed: float = 15.0, tolerance: float = 2.0,
+def verdict_streaming_apps(table: pd.DataFrame, *, claimed: float = 15.0, comparison=None,
                            notebook: str = "") -> Verdict:
-    """Verdict on claim ``streaming-apps`` from :func:`streaming_apps_table` (its ``scope="all"`` row).
+    """Verdict on claim ``streaming-apps``: rule ``factor`` of :mod:`pullstudy.rules` on the pull time.
 
     The claim is about pull time; time to useful work says whether the gain reaches the user.
+    With ``comparison`` (a :class:`pullstudy.compare.Comparison` of the two runs' app pulls, with its
+    re-runs attached) the pull-time effect is its geometric mean over apps with the cluster-level
+    interval and the noise floor, and every round that tested the change must agree; without it,
+    the table's pooled row (within-run interval only). Then time to useful work: where it was
+    measured and is not consistent with the claim, the verdict is at most partly supported (the
+    cost moved into the run).
 
-    * not testable here — fewer than two pulls of the app images in either run;
-    * not supported — the pull-time (including waiting) speedup's CI does not exclude 1;
-    * supported — pull time cut, near ``claimed`` (inside the CI or within a factor ``tolerance``),
-      and time to useful work gained about as much (or could not be measured: then said so);
-    * partly supported — pull time cut, but far from ``claimed``, or time to useful work gained far
-      less than ``claimed``: the cost moved into the run.
+    * not testable here — fewer than two pulls of the app images in either run.
     """
     overall = table[table["scope"] == "all"]
     if overall.empty or min(overall.iloc[0]["n_pulls_baseline"], overall.iloc[0]["n_pulls_treatment"]) < 2:
@@ -386,30 +377,43 @@ def verdict_streaming_apps(table: pd.DataFrame, *, claimed: float = 15.0, tolera
     per_app = ", ".join(f"{a} {r:.1f}x" for a, r in zip(apps["app"], apps["pull_wait_speedup"]))
     t, tl, th = (float(row[f"ttuw_speedup{s}"]) for s in ("", "_ci_low", "_ci_high"))
     ttuw_known = math.isfinite(t)
-    measured = (f"pull time (including waiting) {ratio:.1f}x faster (95% CI {low:.1f}-{high:.1f}; median "
+    measured = (f"pull time (including waiting), pooled: {ratio:.1f}x faster (95% CI {low:.1f}-{high:.1f}; median "
                 f"{row['pull_wait_s_baseline']:.1f} s -> {row['pull_wait_s_treatment']:.2f} s, "
                 f"n={row['n_pulls_baseline']}+{row['n_pulls_treatment']} pulls; per app: {per_app}; "
                 f"geometric mean {geo:.1f}x); ")
     measured += (f"time to useful work (pull + {table.attrs.get('wall', 'wall time')}) {t:.2f}x "
                  f"(95% CI {tl:.2f}-{th:.2f}, n={row['n_ttuw_baseline']}+{row['n_ttuw_treatment']} clusters)"
                  if ttuw_known else "time to useful work not measured (no app log matched the pulls)")
-    common = dict(measured=measured, value=ratio, ci_low=low, ci_high=high, unit="x (median without / with)",
-                  n=int(row["n_pulls_baseline"] + row["n_pulls_treatment"]), notebook=notebook)
-    if not low > 1:
-        return Verdict("streaming-apps", "not supported",
-                       f"no demonstrable pull-time cut: the speedup {ratio:.2f}x has a CI "
-                       f"({low:.2f}-{high:.2f}) that does not exclude 1", **common)
-    pull_near, pull_how = _compare(ratio, low, high, claimed, tolerance)
-    reasons = [f"pull time cut {ratio:.1f}x (CI {low:.1f}-{high:.1f}), {pull_how}"]
-    if ttuw_known:
-        ttuw_near, ttuw_how = _compare(t, tl, th, claimed, tolerance)
-        reasons.append(f"time to useful work {t:.2f}x (CI {tl:.2f}-{th:.2f}), {ttuw_how}"
-                       + ("" if ttuw_near else ": the gain does not survive once the application runs"))
+    rounding = CLAIMS["streaming-apps"].rounding
+    if comparison is not None:
+        effect = comparison.effect()
+        rounds = [(comparison, f"{comparison.treatment} vs {comparison.baseline}")]
+        rounds += [(r, f"{r.treatment} vs {r.baseline}") for r in comparison.replications]
+        decided = []
+        for comp, name in rounds:
+            v, why = rules.decide_factor(comp.effect(), claimed, rounding=rounding)
+            decided.append((name, v, f"pull time: {why}; {comp.effect().text()}"))
+        verdict, reason = rules.combine_rounds(decided) if len(decided) > 1 else (decided[0][1], decided[0][2])
+        extra = dict(within_ci_low=effect.within_low, within_ci_high=effect.within_high,
+                     clusters=f"{effect.clusters[0]}+{effect.clusters[1]}",
+                     noise_floor=effect.floor.factor if effect.floor else None)
     else:
-        ttuw_near = True
-        reasons.append("time to useful work not measured, so whether the cost moved into the run is unknown")
-    verdict = "supported" if pull_near and ttuw_near else "partly supported"
-    return Verdict("streaming-apps", verdict, "; ".join(reasons), **common)
+        effect = rules.Effect(ratio, low, high)
+        verdict, reason = rules.decide_factor(effect, claimed, rounding=rounding)
+        reason = f"pull time: {reason} (within-run interval only: no cluster-level comparison given)"
+        extra = {}
+    if ttuw_known:
+        ttuw_ok = tl <= claimed <= th or abs(math.log(t / claimed)) <= math.log1p(rounding)
+        reason += (f"; time to useful work {t:.2f}x (CI {tl:.2f}-{th:.2f}) is "
+                   + ("consistent with the claim" if ttuw_ok else
+                      f"not consistent with the claimed {claimed:g}x: the gain does not survive once the application runs"))
+        if not ttuw_ok and verdict == "supported":
+            verdict = "partly supported"
+    else:
+        reason += "; time to useful work not measured, so whether the cost moved into the run is unknown"
+    return Verdict("streaming-apps", verdict, reason, measured=measured, value=effect.estimate,
+                   ci_low=effect.ci_low, ci_high=effect.ci_high, unit="x (median without / with)",
+                   n=int(row["n_pulls_baseline"] + row["n_pulls_treatment"]), notebook=notebook, **extra)
 
 
 __all__ = ["APP_RUN_COLUMNS", "AppLogError", "SkippedLog", "app_name", "load_app_runs", "parse_app_log",

@@ -26,6 +26,8 @@ class Claim:
     text: str
     figure: str
     source: str
+    kind: str  # which verdict rule applies: a key of pullstudy.rules.RULES
+    rounding: float = 0.2  # how loosely the figure is stated ("about 15x": within ±20%)
 
 
 def _claims(*rows: Claim) -> dict[str, Claim]:
@@ -39,6 +41,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "pull time grows with total image size",
         "the largest image (19 GB) took about 2 minutes",
         SOURCE_2024,
+        "trend",
     ),
     Claim(
         "layers-no-effect",
@@ -46,6 +49,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "the number of layers does not seem to matter; at most 125 layers might be ~10 s slower than 9",
         '"maybe 10 seconds slower"',
         SOURCE_2024,
+        "bound",
     ),
     Claim(
         "registry-no-effect",
@@ -53,6 +57,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "a registry in the same cloud and region made no difference",
         "no difference",
         SOURCE_2024,
+        "equivalence",
     ),
     Claim(
         "ssd-speedup",
@@ -60,6 +65,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "a local SSD for ephemeral storage improved pull times",
         "1.25x (README: 20–40 s faster for the largest images, less variability)",
         SOURCE_2024,
+        "factor",
     ),
     Claim(
         "streaming-synthetic",
@@ -67,6 +73,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "image streaming (lazy pulling) cut pull times; programmatically generated images gained the most",
         "15–120x overall; up to 120x for generated images",
         SOURCE_2024,
+        "range",
     ),
     Claim(
         "streaming-apps",
@@ -75,6 +82,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "image streaming cut pull times",
         "15x",
         SOURCE_2024,
+        "factor",
     ),
     Claim(
         "streaming-ml",
@@ -82,6 +90,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "for a machine-learning container, image streaming cut pull times",
         "10x (no data archived)",
         SOURCE_2024,
+        "factor",
     ),
     Claim(
         "soci-example",
@@ -89,6 +98,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "the AWS SOCI example image pulled much faster with lazy pulling",
         "71 s → 7 s, ~10x (no data archived)",
         SOURCE_2024,
+        "factor",
     ),
     Claim(
         "scale-variation",
@@ -97,6 +107,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "longer with cluster size, not because of pull time",
         "qualitative",
         SOURCE_2024,
+        "trend",
     ),
     Claim(
         "similarity-sets",
@@ -106,6 +117,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "(std 0.327)",
         "as given",
         SOURCE_2024,
+        "value",
     ),
     Claim(
         "similarity-clusters",
@@ -114,6 +126,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "single-layer builds resemble nothing else",
         "qualitative",
         SOURCE_2024,
+        "checklist",
     ),
     Claim(
         "gpu-usernetes",
@@ -126,6 +139,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "bpf_prog_query permission error)",
         "V100 nodes, CUDA 12.8, driver 560, Ubuntu 24.04",
         SOURCE_2025,
+        "checklist",
     ),
 )
 
@@ -136,6 +150,7 @@ UNTESTED_REASON = "no notebook has checked this claim yet (study {study}: its no
 TABLE_COLUMNS = [
     "claim_id", "study", "claim", "figure", "verdict", "measured",
     "value", "ci_low", "ci_high", "unit", "n", "reason", "notebook",
+    "kind", "within_ci_low", "within_ci_high", "clusters", "noise_floor",
 ]
 
 
@@ -164,6 +179,12 @@ class Verdict:
     unit: str = ""
     n: int | None = None
     notebook: str = ""
+    # Beside the cluster-level interval above: the interval from resampling pulls within the run(s),
+    # the clusters behind each arm ("3+3") and the noise floor between re-runs (a ratio >= 1).
+    within_ci_low: float | None = None
+    within_ci_high: float | None = None
+    clusters: str = ""
+    noise_floor: float | None = None
 
     def __post_init__(self) -> None:
         if self.claim_id not in CLAIMS:
@@ -180,6 +201,9 @@ class Verdict:
         self.value = _number("value", self.value)
         self.ci_low = _number("ci_low", self.ci_low)
         self.ci_high = _number("ci_high", self.ci_high)
+        self.within_ci_low = _number("within_ci_low", self.within_ci_low)
+        self.within_ci_high = _number("within_ci_high", self.within_ci_high)
+        self.noise_floor = _number("noise_floor", self.noise_floor)
         if self.ci_low is not None and self.ci_high is not None and self.ci_low > self.ci_high:
             raise ValueError(
                 f"verdict for claim {self.claim_id!r}: ci_low {self.ci_low} > ci_high {self.ci_high}"
@@ -234,10 +258,12 @@ def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
                 "claim_id": claim_id, "study": claim.study, "claim": claim.text,
                 "figure": claim.figure, "verdict": v.verdict, "measured": v.measured,
                 "value": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high, "unit": v.unit,
-                "n": v.n, "reason": v.reason, "notebook": v.notebook,
+                "n": v.n, "reason": v.reason, "notebook": v.notebook, "kind": claim.kind,
+                "within_ci_low": v.within_ci_low, "within_ci_high": v.within_ci_high,
+                "clusters": v.clusters, "noise_floor": v.noise_floor,
             })
     table = pd.DataFrame(rows, columns=TABLE_COLUMNS)
-    for column in ("value", "ci_low", "ci_high"):
+    for column in ("value", "ci_low", "ci_high", "within_ci_low", "within_ci_high", "noise_floor"):
         table[column] = table[column].astype("float64")
     table["n"] = table["n"].astype("Int64")
     return table

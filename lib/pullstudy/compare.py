@@ -3,22 +3,30 @@
 Used by the registry, local-SSD and image-streaming notebooks alike: the runs are parameters, so any
 pair of catalog runs (or recorded runs) is compared by the same code. The speedup is
 median(baseline) / median(treatment): above 1 the treatment pulls faster.
+
+Two intervals stand beside every speedup. The *within-run* interval resamples pulls, as if every
+pull were independent. The *cluster-level* interval resamples the clusters first (each cluster size
+of an archived run was created and deleted on its own; a local run's repetitions play that part)
+and then pulls within them: pulls in one cluster share its disks, network and moment in time, so
+this is the interval re-running would have to respect, and the one the verdicts use. Next to both
+stands the noise floor: how far two archived runs of the same nominal conditions came apart
+(:mod:`pullstudy.noise`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from . import stats
-from .claims import Verdict
+from . import noise, rules, stats
+from .claims import CLAIMS, Verdict
 from .pulls import GB
 
 
 class ComparisonError(ValueError):
-    """Two runs that cannot be compared (no image in common)."""
+    """Two runs that cannot be compared (no image in common, or a run compared with itself)."""
 
 
 @dataclass
@@ -26,13 +34,45 @@ class Comparison:
     baseline: str
     treatment: str
     time: str
-    pulls: pd.DataFrame  # the common images' pulls of both runs, with an `arm` column
+    pulls: pd.DataFrame  # the common images' pulls of both runs, with `arm` and `cluster_id` columns
     per_image: pd.DataFrame
     per_image_cluster: pd.DataFrame
-    overall: stats.GeomeanRatioCI
+    overall: stats.GeomeanRatioCI  # within-run interval
     overall_by_cluster: pd.DataFrame
     only_in: dict[str, list[str]]  # images one run has and the other lacks, by run
     margin: float
+    overall_cluster: stats.GeomeanRatioCI | None = None  # cluster-level interval (the verdicts use it)
+    typical: tuple[float, float, float] = (np.nan, np.nan, np.nan)  # median per-image speedup, cluster CI
+    clusters: dict[str, int] = field(default_factory=dict)
+    floor: rules.NoiseFloor | None = None
+    nulls: pd.DataFrame | None = None  # the null comparisons behind the floor
+    replications: list["Comparison"] = field(default_factory=list)  # the same change in other rounds
+
+    def effect(self) -> rules.Effect:
+        """The overall speedup as the verdict rules see it."""
+        o, w = self.overall_cluster or self.overall, self.overall
+        k = (self.clusters.get("baseline", 0), self.clusters.get("treatment", 0))
+        return rules.Effect(o.ratio, o.ci_low, o.ci_high, w.ci_low, w.ci_high, k, self.floor)
+
+    def typical_effect(self) -> rules.Effect:
+        est, lo, hi = self.typical
+        return rules.Effect(est, lo, hi, clusters=(self.clusters.get("baseline", 0),
+                                                   self.clusters.get("treatment", 0)), floor=self.floor)
+
+
+def replicate_units(pulls: pd.DataFrame) -> pd.Series:
+    """The unit of replication of each pull: its cluster instance, or a local run's repetition."""
+    from .scale import cluster_instances
+
+    run = pulls["run"].astype(str) if "run" in pulls.columns else pd.Series("", index=pulls.index)
+    if "repetition" in pulls.columns and pulls["repetition"].notna().all():
+        return run + " rep " + pulls["repetition"].astype(str)
+    if {"source", "node", "pulled_at"} <= set(pulls.columns):
+        instance = cluster_instances(pulls)
+    else:  # records without provenance (synthetic tables): one cluster per run and size
+        instance = pd.Series(1, index=pulls.index)
+    return (run + " @" + pulls["cluster_nodes"].astype("string").fillna("?")
+            + " #" + instance.astype(str))
 
 
 def _image_rows(groups, keys: list[str], time: str, margin: float, n_boot: int, seed: int) -> pd.DataFrame:
@@ -65,6 +105,9 @@ def _image_rows(groups, keys: list[str], time: str, margin: float, n_boot: int, 
 def compare_runs(baseline_pulls: pd.DataFrame, treatment_pulls: pd.DataFrame, *, baseline: str, treatment: str,
                  time: str = "pull_wait_s", margin: float = 0.10, n_boot: int = 2000, seed: int = 0) -> Comparison:
     """Speedups of the treatment over the baseline for the images both runs pulled."""
+    if baseline == treatment:
+        raise ComparisonError(f"baseline and treatment are the same ({baseline!r}): a run compared with itself "
+                              "says nothing; choose two different runs")
     keys_b, keys_t = set(baseline_pulls["image_key"]), set(treatment_pulls["image_key"])
     common = keys_b & keys_t
     if not common:
@@ -74,6 +117,7 @@ def compare_runs(baseline_pulls: pd.DataFrame, treatment_pulls: pd.DataFrame, *,
     both = pd.concat([baseline_pulls.assign(arm="baseline"), treatment_pulls.assign(arm="treatment")],
                      ignore_index=True)
     both = both[both["image_key"].isin(common)].copy()
+    both["cluster_id"] = both["arm"] + ": " + replicate_units(both)
     order = both.groupby("image_key")["size_bytes"].first().sort_values(na_position="last").index
     per_image = _image_rows(both.groupby("image_key", sort=False), ["image_key"], time, margin, n_boot, seed)
     per_image = per_image.set_index("image_key").loc[[k for k in order if k in set(per_image["image_key"])]] \
@@ -86,81 +130,112 @@ def compare_runs(baseline_pulls: pd.DataFrame, treatment_pulls: pd.DataFrame, *,
                 for _, g in df.groupby("image_key")]
 
     overall = stats.bootstrap_geomean_ratio_ci(groups_of(both), n_boot=n_boot, margin=margin, seed=seed)
+    cb = stats.cluster_bootstrap_log_ratios(both, time, n_boot=n_boot, seed=seed)
+    overall_cluster = stats.cluster_geomean_ratio_ci(cb, margin=margin)
+    cis = stats.cluster_group_ratio_cis(cb).rename(columns={"group": "image_key"})
+    per_image = per_image.merge(cis[["image_key", "cluster_ci_low", "cluster_ci_high"]], on="image_key", how="left")
     by_cluster = []
     for nodes, g in both.groupby("cluster_nodes"):
         o = stats.bootstrap_geomean_ratio_ci(groups_of(g), n_boot=n_boot, margin=margin, seed=seed)
         by_cluster.append({"cluster_nodes": nodes, "images": o.groups, "speedup": o.ratio, "ci_low": o.ci_low,
                            "ci_high": o.ci_high, "equivalent": o.equivalent})
     return Comparison(baseline, treatment, time, both, per_image, per_cluster, overall, pd.DataFrame(by_cluster),
-                      {baseline: sorted(keys_b - common), treatment: sorted(keys_t - common)}, margin)
+                      {baseline: sorted(keys_b - common), treatment: sorted(keys_t - common)}, margin,
+                      overall_cluster=overall_cluster, typical=stats.cluster_median_of_ratios_ci(cb),
+                      clusters=cb.clusters)
 
 
 def overall_text(c: Comparison) -> str:
     o = c.overall
-    return (f"{c.treatment} vs {c.baseline}: speedup {o.ratio:.3g}x [{o.ci_low:.3g}, {o.ci_high:.3g}] "
-            f"(geometric mean over {o.groups} images of the ratio of medians, {c.time}); per image "
-            f"{c.per_image['speedup'].min():.3g}x to {c.per_image['speedup'].max():.3g}x")
+    text = (f"{c.treatment} vs {c.baseline}: speedup {o.ratio:.3g}x (geometric mean over {o.groups} images of the "
+            f"ratio of medians, {c.time})")
+    if c.overall_cluster is not None:
+        text += "; " + c.effect().text()
+    else:
+        text += f" [{o.ci_low:.3g}, {o.ci_high:.3g}]"
+    return text + (f"; per image {c.per_image['speedup'].min():.3g}x to {c.per_image['speedup'].max():.3g}x")
+
+
+def _n(c: Comparison) -> int:
+    return int(c.per_image["n_baseline"].sum() + c.per_image["n_treatment"].sum())
+
+
+def _verdict(claim_id: str, c: Comparison, verdict: str, why: str, measured: str) -> Verdict:
+    e = c.effect()
+    return Verdict(claim_id, verdict, why, measured=measured, value=e.estimate, ci_low=e.ci_low, ci_high=e.ci_high,
+                   unit="x", n=_n(c), within_ci_low=e.within_low, within_ci_high=e.within_high,
+                   clusters=f"{e.clusters[0]}+{e.clusters[1]}", noise_floor=e.floor.factor if e.floor else None)
+
+
+def _across_rounds(claim_id: str, c: Comparison, decide) -> Verdict:
+    """Apply ``decide(comparison) -> (verdict, why)`` to the comparison and each replication; combine."""
+    verdict, why = decide(c)
+    why = f"{why}; {c.effect().text()}"
+    if c.replications:
+        rounds = [(f"{c.treatment} vs {c.baseline}", verdict, why)]
+        for r in c.replications:
+            v, w = decide(r)
+            rounds.append((f"{r.treatment} vs {r.baseline}", v, f"{w}; {r.effect().text()}"))
+        verdict, why = rules.combine_rounds(rounds)
+    elif c.nulls is not None:
+        why += "; no other round of the archive tested this change"
+    return _verdict(claim_id, c, verdict, why, overall_text(c))
 
 
 def verdict_no_difference(c: Comparison, claim_id: str, *, transferred_fraction: float | None = None,
                           min_fraction: float = 0.05) -> Verdict:
-    """A "made no difference" claim: supported only by shown equivalence within the margin.
+    """A "made no difference" claim: rule ``equivalence`` of :mod:`pullstudy.rules`, in every round.
 
     ``transferred_fraction`` (bytes the runtime reported pulling / bytes the image holds): when it is
     tiny, the experiment barely used the network, so equal pull times cannot speak for the network
     and the verdict is at most "partly supported".
     """
-    o, m = c.overall, c.margin
-    n_eq = int(c.per_image["equivalent"].sum())
-    lo_b, hi_b = 1 / (1 + m), 1 + m
-    measured = overall_text(c) + f"; equivalent within ±{m:.0%} for {n_eq} of {len(c.per_image)} images"
-    if o.ci_high < lo_b or o.ci_low > hi_b:
-        verdict, why = "not supported", f"the overall speedup's CI lies entirely outside ±{m:.0%}"
-    elif not o.equivalent:
-        verdict = "partly supported"
-        why = (f"no large difference, but equivalence within ±{m:.0%} is not shown "
-               f"({(1 - 2 * 0.05):.0%} CI {o.equivalence_ci[0]:.3g}-{o.equivalence_ci[1]:.3g})")
-    else:
-        verdict = "supported"
-        why = f"overall equivalent within ±{m:.0%} ({(1 - 2 * 0.05):.0%} CI {o.equivalence_ci[0]:.3g}-" \
-              f"{o.equivalence_ci[1]:.3g})"
-    if transferred_fraction is not None and transferred_fraction < min_fraction and verdict == "supported":
-        verdict = "partly supported"
-        why += (f"; but the images transferred only {transferred_fraction:.2%} of their size over the network, "
-                "so this experiment could not show whether the registry's location matters for real images")
-    return Verdict(claim_id, verdict, why, measured=measured, value=o.ratio, ci_low=o.ci_low, ci_high=o.ci_high,
-                   unit="x", n=int(c.per_image["n_baseline"].sum() + c.per_image["n_treatment"].sum()))
+    def decide(comp: Comparison) -> tuple[str, str]:
+        o = comp.overall_cluster or comp.overall
+        verdict, why = rules.decide_equivalence(comp.effect(), o.equivalence_ci, comp.margin)
+        n_eq = int(comp.per_image["equivalent"].sum())
+        return verdict, why + f"; equivalent within ±{comp.margin:.0%} for {n_eq} of {len(comp.per_image)} images"
+
+    v = _across_rounds(claim_id, c, decide)
+    if transferred_fraction is not None and transferred_fraction < min_fraction and v.verdict == "supported":
+        v.verdict = "partly supported"
+        v.reason += (f"; but the images transferred only {transferred_fraction:.2%} of their size over the network, "
+                     "so this experiment could not show whether the registry's location matters for real images")
+    return v
 
 
-def verdict_speedup(c: Comparison, claim_id: str, claimed: tuple[float, float], *, note: str = "") -> Verdict:
-    """A "made it faster by about X" claim: a real speedup, and the claimed figure among the measured ones.
+def verdict_speedup(c: Comparison, claim_id: str, claimed: float, *, note: str = "") -> Verdict:
+    """A "made it about F times faster" claim: rule ``factor`` on the overall speedup, in every round."""
+    rounding = CLAIMS[claim_id].rounding
 
-    Supported when the overall CI lies above 1 and the claimed range overlaps the range spanned by
-    the per-image CIs; partly supported when faster but by a different amount; not supported when
-    no speedup is shown.
-    """
-    o = c.overall
-    low, high = float(c.per_image["ci_low"].min()), float(c.per_image["ci_high"].max())
-    claim_txt = f"{claimed[0]:g}x" if claimed[0] == claimed[1] else f"{claimed[0]:g}-{claimed[1]:g}x"
+    def decide(comp: Comparison) -> tuple[str, str]:
+        return rules.decide_factor(comp.effect(), claimed, rounding=rounding)
+
+    v = _across_rounds(claim_id, c, decide)
     largest = c.per_image.dropna(subset=["size_bytes"]).sort_values("size_bytes").tail(1)
-    measured = overall_text(c)
     if len(largest):
         r = largest.iloc[0]
-        measured += (f"; largest image ({r['size_bytes'] / GB:.1f} GB) {r['speedup']:.3g}x "
-                     f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}], {r['saved_s']:.0f} s faster; IQR "
-                     f"{r['baseline_iqr_s']:.1f} s -> {r['treatment_iqr_s']:.1f} s")
-    if not o.ci_low > 1:
-        verdict, why = "not supported", f"no speedup shown: the overall CI reaches {o.ci_low:.3g}x"
-    elif claimed[0] <= high and claimed[1] >= low:
-        verdict, why = "supported", (f"faster, and the claimed {claim_txt} lies within the measured per-image "
-                                     f"range {low:.3g}-{high:.3g}x (95% CIs)")
-    else:
-        verdict, why = "partly supported", (f"faster, but by {low:.3g}-{high:.3g}x (per-image 95% CIs), "
-                                            f"not the claimed {claim_txt}")
+        v.measured += (f"; largest image ({r['size_bytes'] / GB:.1f} GB) {r['speedup']:.3g}x "
+                       f"[{r['ci_low']:.3g}, {r['ci_high']:.3g}], {r['saved_s']:.0f} s faster; IQR "
+                       f"{r['baseline_iqr_s']:.1f} s -> {r['treatment_iqr_s']:.1f} s")
     if note:
-        why += f"; {note}"
-    return Verdict(claim_id, verdict, why, measured=measured, value=o.ratio, ci_low=o.ci_low, ci_high=o.ci_high,
-                   unit="x", n=int(c.per_image["n_baseline"].sum() + c.per_image["n_treatment"].sum()))
+        v.reason += f"; {note}"
+    return v
+
+
+def verdict_speedup_range(c: Comparison, claim_id: str, claimed: tuple[float, float], *, note: str = "") -> Verdict:
+    """A "F1-F2 times faster across images" claim: rule ``range`` (the typical image), in every round."""
+    low, high = claimed
+
+    def decide(comp: Comparison) -> tuple[str, str]:
+        sp = comp.per_image["speedup"].astype(float)
+        share = float(((sp >= low) & (sp <= high)).mean()) if len(sp) else 0.0
+        return rules.decide_range(comp.effect(), comp.typical_effect(), share, len(sp), (low, high))
+
+    v = _across_rounds(claim_id, c, decide)
+    if note:
+        v.reason += f"; {note}"
+    return v
 
 
 def transferred_fraction(pulls: pd.DataFrame) -> float:
@@ -173,26 +248,121 @@ def transferred_fraction(pulls: pd.DataFrame) -> float:
     return float(np.median(per_image["reported"].astype(float) / per_image["built"].astype(float)))
 
 
-def run_comparison(baseline: str, treatment: str, cluster_nodes, *, time: str = "pull_wait_s", margin: float = 0.10,
-                   n_boot: int = 2000, seed: int = 0, out=None, require_size: bool = False) -> tuple[Comparison, str]:
-    """Load two catalog runs, compare them, and record the standard tables in ``out``.
-
-    The part every comparison notebook shares; what is particular to a study stays in its notebook.
-    Returns the comparison and a Markdown account of the data read and excluded.
-    """
+def _compare_archived(baseline: str, treatment: str, cluster_nodes, *, time: str, margin: float, n_boot: int,
+                      seed: int, require_size: bool, out=None) -> tuple[Comparison, str]:
     from .pulls import load_for_analysis
 
-    pulls, report = load_for_analysis([baseline, treatment], cluster_nodes, time, out, require_size=require_size)
+    pulls, report = load_for_analysis([baseline, treatment], cluster_nodes, time, out, require_size=require_size,
+                                      progress=out is not None)
     c = compare_runs(pulls[baseline], pulls[treatment], baseline=baseline, treatment=treatment, time=time,
                      margin=margin, n_boot=n_boot, seed=seed)
+    return c, report
+
+
+def null_comparisons(baseline: str, treatment: str, cluster_nodes, *, time: str = "pull_wait_s",
+                     margin: float = 0.10, n_boot: int = 2000, seed: int = 0,
+                     require_size: bool = False) -> pd.DataFrame:
+    """The same-condition pairs that apply to a comparison, compared with the same code (computed, not typed).
+
+    A pair whose data is not here, or that shares no image at these cluster sizes, is listed with
+    its reason and does not count towards the floor.
+    """
+    rows = []
+    for a, b in noise.applicable_pairs(baseline, treatment):
+        row = {"baseline": a, "treatment": b}
+        try:
+            c, _ = _compare_archived(a, b, cluster_nodes, time=time, margin=margin, n_boot=n_boot, seed=seed,
+                                     require_size=require_size)
+        except (ComparisonError, RuntimeError) as exc:
+            row.update(speedup=np.nan, status=f"not compared: {exc}")
+        else:
+            e = c.effect()
+            row.update(images=c.overall.groups, speedup=e.estimate, ci_low=e.ci_low, ci_high=e.ci_high,
+                       within_ci_low=e.within_low, within_ci_high=e.within_high,
+                       clusters=f"{e.clusters[0]}+{e.clusters[1]}", status="compared")
+        rows.append(row)
+    columns = ["baseline", "treatment", "images", "speedup", "ci_low", "ci_high", "within_ci_low", "within_ci_high",
+               "clusters", "status"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def run_comparison(baseline: str, treatment: str, cluster_nodes, *, time: str = "pull_wait_s", margin: float = 0.10,
+                   n_boot: int = 2000, seed: int = 0, out=None, require_size: bool = False,
+                   with_floor: bool = True) -> tuple[Comparison, str]:
+    """Load two catalog runs, compare them, put them next to re-runs, and record the standard tables in ``out``.
+
+    The part every comparison notebook shares. Besides the comparison itself: the null comparisons
+    of the archive's same-condition pairs (the noise floor) and the same change in the other round
+    (replications), each computed with the same code. Returns the comparison and a Markdown account
+    of the data read and excluded.
+    """
+    c, report = _compare_archived(baseline, treatment, cluster_nodes, time=time, margin=margin, n_boot=n_boot,
+                                  seed=seed, require_size=require_size, out=out)
     for run, missing in c.only_in.items():
         if missing:
             report += f"\n* images only in **{run}**, left out of the comparison: {', '.join(missing)}"
+    if with_floor:
+        report += "\n" + attach_reruns(c, cluster_nodes, require_size=require_size, n_boot=n_boot, seed=seed)
     if out is not None:
-        out.table(c.per_image, "speedup-per-image")
-        out.table(c.per_image_cluster, "speedup-per-image-cluster")
-        out.table(c.overall_by_cluster, "speedup-by-cluster")
-        out.metric("overall_speedup", {"ratio": c.overall.ratio, "ci_low": c.overall.ci_low,
-                                       "ci_high": c.overall.ci_high, "images": c.overall.groups,
-                                       "equivalent_within_margin": c.overall.equivalent, "margin": margin})
+        record(c, out)
     return c, report
+
+
+def attach_reruns(c: Comparison, cluster_nodes, *, require_size: bool = False, n_boot: int = 2000,
+                  seed: int = 0, replicate: bool = True) -> str:
+    """Put an archived comparison next to re-runs: its null comparisons (the floor) and its replications.
+
+    Returns Markdown lines for the notebook's account of the data.
+    """
+    opts = dict(time=c.time, margin=c.margin, n_boot=n_boot, seed=seed, require_size=require_size)
+    c.nulls = null_comparisons(c.baseline, c.treatment, cluster_nodes, **opts)
+    c.floor = noise.floor_from(c.nulls[c.nulls["status"] == "compared"])
+    lines = []
+    for a, b in (noise.replications(c.baseline, c.treatment) if replicate else []):
+        try:
+            r, _ = _compare_archived(a, b, cluster_nodes, **opts)
+        except (ComparisonError, RuntimeError) as exc:
+            lines.append(f"* the same change in another round, **{b} vs {a}**, could not be compared: {exc}")
+            continue
+        attach_reruns(r, cluster_nodes, require_size=require_size, n_boot=n_boot, seed=seed, replicate=False)
+        c.replications.append(r)
+        lines.append(f"* the same change in another round: **{b} vs {a}**, {r.effect().text()}")
+    lines.append("* " + (c.floor.text() if c.floor else "no re-run of either arm's conditions is archived here: "
+                         "the noise floor is unknown"))
+    return "\n".join(lines)
+
+
+def rounds_table(c: Comparison) -> pd.DataFrame:
+    """The comparison and its replications in other rounds, with both intervals and the floor: one row each."""
+    rows = []
+    for comp, role in [(c, "this comparison"), *[(r, "replication") for r in c.replications]]:
+        e = comp.effect()
+        rows.append({"comparison": f"{comp.treatment} vs {comp.baseline}", "role": role,
+                     "images": comp.overall.groups, "speedup": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                     "within_ci_low": e.within_low, "within_ci_high": e.within_high,
+                     "clusters": f"{e.clusters[0]}+{e.clusters[1]}",
+                     "noise_floor": e.floor.factor if e.floor else np.nan})
+    for r in (c.nulls.itertuples() if c.nulls is not None else []):
+        if r.status == "compared":
+            rows.append({"comparison": f"{r.treatment} vs {r.baseline}", "role": "null (same conditions)",
+                         "images": r.images, "speedup": r.speedup, "ci_low": r.ci_low, "ci_high": r.ci_high,
+                         "within_ci_low": r.within_ci_low, "within_ci_high": r.within_ci_high,
+                         "clusters": r.clusters, "noise_floor": np.nan})
+    return pd.DataFrame(rows)
+
+
+def record(c: Comparison, out) -> None:
+    """The standard tables and metrics of a comparison, in a StudyOutput."""
+    out.table(c.per_image, "speedup-per-image")
+    out.table(c.per_image_cluster, "speedup-per-image-cluster")
+    out.table(c.overall_by_cluster, "speedup-by-cluster")
+    e = c.effect()
+    out.metric("overall_speedup", {"ratio": c.overall.ratio, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                                   "within_ci_low": e.within_low, "within_ci_high": e.within_high,
+                                   "clusters": c.clusters, "images": c.overall.groups,
+                                   "equivalent_within_margin": (c.overall_cluster or c.overall).equivalent,
+                                   "margin": c.margin})
+    if c.nulls is not None:
+        out.table(c.nulls, "null-comparisons")
+        out.metric("noise_floor", {"factor": c.floor.factor if c.floor else None,
+                                   "pairs": list(c.floor.pairs) if c.floor else []})
