@@ -4,6 +4,7 @@ import gzip
 import json
 import re
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -303,3 +304,154 @@ def test_old_kubelet_messages_keep_what_they_have(tmp_path, run1_4_lines):
     assert rec["pull_s"].notna().tolist() == [True, False]
     assert rec["pull_wait_s"].isna().all() and rec["image_size_reported"].isna().all()
     assert (rec["layers"] == 9).all()
+
+
+# ---------------------------------------------------------------- failed captures, times, malformed objects
+
+# Real archived event files that hold what kubectl printed when the exporter was not ready (their git blob
+# ids are checked against data/manifest.json below, so these are the upstream bytes; the mirror here lacks
+# these runs' files).
+CAPTURE_FAILED = {
+    "experiments/pulling/metadata/streaming/16/events-size-16-1731280335.json":
+        'Error from server (BadRequest): container "event-exporter" in pod "event-exporter-6bf9c87d4d-w5xgc" '
+        "is waiting to start: ContainerCreating\n",
+    "experiments/pulling/metadata/streaming/64/events-size-64-1731283080.json":
+        'Error from server (BadRequest): container "event-exporter" in pod "event-exporter-6bf9c87d4d-z84zm" '
+        "is waiting to start: ContainerCreating\n",
+    "experiments/pulling/metadata/without-streaming/4/events-size-4-1731262744.json":
+        'Error from server (BadRequest): container "event-exporter" in pod "event-exporter-6bf9c87d4d-j4sr8" '
+        "is waiting to start: ContainerCreating\n",
+    "experiments/pulling/metadata/without-streaming/64/events-size-64-1731267328.json":
+        'Error from server (BadRequest): container "event-exporter" in pod "event-exporter-6bf9c87d4d-67gbs" '
+        "is waiting to start: ContainerCreating\n",
+    "experiments/pulling-aws/metadata/run1/32/events-size-32-1731218102.json":
+        'error: error from server (NotFound): pods "event-exporter-6d778fb78d-qcc59" not found in namespace '
+        '"monitoring"\n',
+}
+
+
+def test_the_capture_failures_quoted_here_are_the_archived_files():
+    import hashlib
+
+    from pullstudy import data
+    blobs = {f.path: f.git_blob for f in data.load_manifest().files}
+    for path, text in CAPTURE_FAILED.items():
+        b = text.encode()
+        assert hashlib.sha1(b"blob %d\0" % len(b) + b).hexdigest() == blobs[path], path
+
+
+@pytest.mark.parametrize("path", sorted(CAPTURE_FAILED))
+def test_a_failed_event_capture_is_counted_and_the_other_files_are_read(tmp_path, run1_4_lines, path):
+    failed = tmp_path / path
+    failed.parent.mkdir(parents=True)
+    failed.write_text(CAPTURE_FAILED[path])
+    good = tmp_path / "good.json"
+    good.write_text("\n".join(run1_4_lines))
+    alone = parse_events(good)
+    result = parse_events([failed, good], label_root=tmp_path)
+    assert len(result.records) == len(alone.records) > 0
+    assert result.skipped["event-capture-failed"] == 1 and "not-json" not in result.skipped
+    assert result.capture_failed == {path: CAPTURE_FAILED[path].strip()}
+
+
+@pytest.mark.parametrize("text", [
+    "error: You must be logged in to the server (Unauthorized)\n",
+    "Unable to connect to the server: dial tcp 10.0.0.1:443: i/o timeout\n",
+    "The connection to the server localhost:8080 was refused - did you specify the right host or port?\n",
+    "\n  Error from server (NotFound): namespaces \"monitoring\" not found\nsecond line\n",
+])
+def test_other_kubectl_errors_are_failed_captures_too(tmp_path, text):
+    path = tmp_path / "events.json"
+    path.write_text(text)
+    result = parse_events(path)
+    assert result.records.empty and result.skipped == {"event-capture-failed": 1}
+    assert list(result.capture_failed.values()) == [text.strip().splitlines()[0].strip()]
+
+
+@pytest.mark.parametrize("text", ["hello, this is not an event file\n", "warning: Error from server is later\n",
+                                  "reason,message\nError from server,x\n"])
+def test_text_that_is_not_a_kubectl_error_still_raises_naming_the_file(tmp_path, text):
+    path = tmp_path / "notes.json"
+    path.write_text(text)
+    with pytest.raises(EventFileError, match="notes.json.*no JSON"):
+        parse_events(path)
+
+
+def _pod_events(run1_4_lines):
+    """The real Pulling, Pulled and Started events of one study pod, as objects."""
+    _, pod_lines = _study_set(run1_4_lines)
+    objs = [json.loads(line) for line in pod_lines]
+    return {o["reason"]: o for o in objs if o["reason"] in ("Pulling", "Pulled", "Started")}
+
+
+def _write(tmp_path, objs, name="events.json"):
+    path = tmp_path / name
+    path.write_text("\n".join(json.dumps(o) for o in objs) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("pulling,pulled,started,wait_s", [
+    ("2024-11-10T06:10:42Z", "2024-11-10T06:10:42.500000Z", "2024-11-10T06:10:43Z", 0.5),  # mixed precision
+    ("2024-11-10T08:10:40+02:00", "2024-11-10T06:10:42Z", "2024-11-10T06:10:43.25Z", 2.0),  # an offset
+    ("2024-11-10T06:10:40.123456789Z", "2024-11-10T06:10:41Z", "2024-11-10T06:10:41Z", 0.876544),  # nanoseconds
+])
+def test_times_are_compared_as_utc_instants_not_strings(tmp_path, run1_4_lines, pulling, pulled, started, wait_s):
+    ev = _pod_events(run1_4_lines)
+    for reason, t in (("Pulling", pulling), ("Pulled", pulled), ("Started", started)):
+        ev[reason] = dict(ev[reason], firstTimestamp=t, eventTime=None)
+    rec = parse_events(_write(tmp_path, ev.values())).records
+    assert len(rec) == 1
+    r = rec.iloc[0]
+    assert str(rec["pulled_at"].dtype).endswith("UTC]")
+    assert r["pulling_at"] is not pd.NaT and r["started_at"] is not pd.NaT
+    assert (r["pulled_at"] - r["pulling_at"]).total_seconds() == pytest.approx(wait_s, abs=1e-6)
+    assert r["pulling_at"] <= r["pulled_at"] <= r["started_at"]
+
+
+def test_a_negative_duration_is_a_bad_duration(tmp_path, run1_4_lines):
+    ev = _pod_events(run1_4_lines)
+    good = ev["Pulled"]
+    neg = dict(good, message=re.sub(r" in [^ ]+ \(", " in -5s (", good["message"]),
+               metadata=dict(good["metadata"], uid="uid-negative"))
+    neg_wait = dict(good, message=re.sub(r"\([^ ]+ including", "(-1m including", good["message"]),
+                    metadata=dict(good["metadata"], uid="uid-negative-wait"))
+    assert "in -5s (" in neg["message"] and "(-1m including" in neg_wait["message"]
+    result = parse_events(_write(tmp_path, [good, neg, neg_wait]))
+    assert len(result.records) == 1 and (result.records["pull_s"] > 0).all()
+    assert result.skipped["bad-duration"] == 2
+
+
+def test_malformed_event_objects_are_counted_and_the_good_records_kept(tmp_path, run1_4_lines):
+    ev = _pod_events(run1_4_lines)
+    good = ev["Pulled"]
+
+    def variant(uid, **fields):
+        return dict(good, metadata=dict(good["metadata"], uid=uid), **fields)
+
+    bad = [
+        variant("uid-yesterday", eventTime="yesterday"),
+        variant("uid-integer", eventTime=1731219229),
+        variant("uid-no-offset", eventTime=None, firstTimestamp="2024-11-10T06:10:42"),
+        variant("uid-month-13", eventTime=None, firstTimestamp="2024-13-10T06:10:42Z"),
+        dict(good, metadata="str"),
+        dict(good, metadata=["a", "list"]),
+        dict(ev["Pulling"], firstTimestamp="yesterday", metadata=dict(ev["Pulling"]["metadata"], uid="uid-p")),
+        variant("uid-odd-fields", involvedObject=dict(good["involvedObject"], uid=["x"], fieldPath=7),
+                source={"host": 12}),
+    ]
+    path = _write(tmp_path, [ev["Pulling"], good, ev["Started"], *bad])
+    result = parse_events(path)
+    assert result.skipped["bad-time"] == 5 and result.skipped["bad-metadata"] == 2
+    assert len(result.records) == 2  # the good Pulled, and the one with odd but harmless fields
+    first = result.records.iloc[0]
+    assert first["pulling_at"] <= first["pulled_at"] <= first["started_at"]
+
+
+def test_parse_time_is_strict_rfc3339():
+    from datetime import datetime, timezone
+
+    from pullstudy.events import parse_time
+    assert parse_time("2024-11-10T06:10:42Z") == datetime(2024, 11, 10, 6, 10, 42, tzinfo=timezone.utc)
+    assert parse_time("2024-11-10T08:10:42.5+02:00") == datetime(2024, 11, 10, 6, 10, 42, 500000, tzinfo=timezone.utc)
+    for bad in ("yesterday", "now", 1731219229, None, "2024-11-10", "2024-11-10T06:10:42", "2024-11-10T25:00:00Z"):
+        assert parse_time(bad) is None, bad
