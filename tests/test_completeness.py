@@ -162,3 +162,18 @@ def test_chart_has_title_axis_titles_and_units(synthetic_ledger: pd.DataFrame) -
     enc = spec["layer"][1]["encoding"]
     assert enc["x"]["title"] == "Expected pulls observed (% of the pods the harness created)"
     assert enc["y"]["title"] == "Run · cluster size" and enc["size"]["title"] == "Images"
+
+
+def test_a_run_without_event_files_here_is_a_reported_skip(tmp_path: Path, raw: Path, monkeypatch) -> None:
+    """Cells of files this machine lacks are not "0% observed": the run is skipped with the reason."""
+    empty_raw = tmp_path / "raw"
+    study = catalog.get("pulling/run1").study_file
+    (empty_raw / "container-chonks" / study).parent.mkdir(parents=True)
+    (empty_raw / "container-chonks" / study).write_text((raw / "container-chonks" / study).read_text())
+    monkeypatch.setenv("PULLSTUDY_RAW_DIR", str(empty_raw))
+    out = StudyOutput("03-local-ssd", tmp_path / "03")
+    assert completeness.record(out, {"pulling/run1": archive.load_run("pulling/run1", [4])}, [4]) is None
+    assert out.metrics["completeness_skipped"] == {
+        "pulling/run1": "no event file of the chosen cluster sizes on this machine (run `make data`)"}
+    assert "completeness" not in out.metrics and out.completeness_ledger is None
+    assert out.verdict(Verdict("ssd-speedup", "supported", "r")).reason == "r"

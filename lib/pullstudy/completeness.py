@@ -221,6 +221,9 @@ def record(out, loaded: dict[str, Any], cluster_nodes: Iterable[int] | None, *,
             run = catalog.get(run_id)
             sizes = [n for n in run.node_counts if (wanted is None or n in wanted)
                      and any((raw_dir() / run.source / f.path).is_file() for f in run.files_of("events", [n]))]
+            if not sizes:
+                skipped[run_id] = "no event file of the chosen cluster sizes on this machine (run `make data`)"
+                continue
             frames.append(ledger(run, result.records, sizes, threshold=threshold))
         except (KeyError, ValueError) as exc:
             skipped[run_id] = str(exc).strip("'\"")
