@@ -23,6 +23,9 @@ from .paths import data_dir
 CHONKS = "container-chonks"
 GHCR = "ghcr.io (GitHub Container Registry, outside Google Cloud)"
 ARTIFACT_REGISTRY = "Artifact Registry us-central1 (same region as the cluster)"
+#: The host of every image reference a registry serves: the machine-readable twin of ``registry``,
+#: which the tests and ``archive.load_run`` check against the images the run's events actually pulled.
+REGISTRY_HOSTS = {GHCR: "ghcr.io", ARTIFACT_REGISTRY: "us-central1-docker.pkg.dev"}
 BOOT_DISK = "boot disk (pd-balanced)"
 LOCAL_SSD = "local SSD"
 SYNTHETIC = "zeros"  # layers of `head -c N /dev/zero` on a busybox base
@@ -30,11 +33,15 @@ APPS = "real"  # spack-built application images
 def _gke(registry: str, storage: str, streaming: bool | None, content: str, study_file: str, description: str,
          machine_type: str = "n1-standard-16") -> dict:
     return {"provider": "GKE", "machine_type": machine_type, "region": "us-central1", "registry": registry,
-            "ephemeral_storage": storage, "image_streaming": streaming, "image_content": content,
+            "registry_host": REGISTRY_HOSTS[registry], "ephemeral_storage": storage, "image_streaming": streaming, "image_content": content,
             "study_file": f"experiments/{study_file}", "description": description}
 
 
 # (experiment, run) -> conditions. The runs of pulling-test follow the same design as those of pulling.
+# Registry and study file are those of the images the run's events pulled, not of the README's command
+# (tests/test_catalog_runs.py checks every run whose events are here; archive.load_run every other):
+# pulling/run3's command says studies/run2.json but it pulled the ghcr.io images of run1.json, and
+# pulling-test/run3 ("we can stick with gcr.io") pulled us-central1-docker.pkg.dev/.../container-chonks.
 _APPS = "spack-built apps (LAMMPS, AMG2023, MiniFE, OSU) run by the Flux Operator"
 CONDITIONS: dict[tuple[str, str], dict] = {
     ("pulling", "run1"): _gke(GHCR, BOOT_DISK, False, SYNTHETIC, "pulling/studies/run1.json",
@@ -53,8 +60,8 @@ CONDITIONS: dict[tuple[str, str], dict] = {
                                    "earlier round: 38 images, 9 vs 125 layers, 48 MB-19 GB, from ghcr.io"),
     ("pulling-test", "run2"): _gke(ARTIFACT_REGISTRY, BOOT_DISK, False, SYNTHETIC, "pulling-test/studies/run2.json",
                                    "earlier round, images from Artifact Registry in the cluster's region"),
-    ("pulling-test", "run3"): _gke(GHCR, LOCAL_SSD, False, SYNTHETIC, "pulling-test/studies/run1.json",
-                                   "earlier round, local SSD for ephemeral storage"),
+    ("pulling-test", "run3"): _gke(ARTIFACT_REGISTRY, LOCAL_SSD, False, SYNTHETIC, "pulling-test/studies/run2.json",
+                                   "earlier round, local SSD for ephemeral storage, images from Artifact Registry"),
     ("pulling-test", "run4"): _gke(ARTIFACT_REGISTRY, BOOT_DISK, True, SYNTHETIC, "pulling-test/studies/run2.json",
                                    "earlier round, GKE image streaming"),
     ("pulling-test", "streaming"): _gke(ARTIFACT_REGISTRY, BOOT_DISK, True, APPS,
@@ -78,7 +85,7 @@ CONDITIONS: dict[tuple[str, str], dict] = {
                                                   "machine-type trial: 1-125 layers on n1-standard-64",
                                                   machine_type="n1-standard-64"),
     ("pulling-aws", "run1"): {"provider": "EKS", "machine_type": "c5a.4xlarge", "region": None, "registry": GHCR,
-                              "ephemeral_storage": "EBS root volume", "image_streaming": False,
+                              "registry_host": REGISTRY_HOSTS[GHCR], "ephemeral_storage": "EBS root volume", "image_streaming": False,
                               "image_content": SYNTHETIC, "study_file": "experiments/pulling-aws/studies/run1.json",
                               "description": "the same design on AWS EKS"},
 }
@@ -197,6 +204,7 @@ class Run:
     description: str
     node_counts: tuple[int, ...]
     files: tuple[RunFile, ...] = field(repr=False)
+    registry_host: str | None = None  # host of the images it pulled, e.g. "ghcr.io" (None: not known)
 
     def files_of(self, kind: str, cluster_nodes: Iterable[int] | None = None) -> list[RunFile]:
         wanted = set(cluster_nodes) if cluster_nodes is not None else None

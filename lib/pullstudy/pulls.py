@@ -63,8 +63,10 @@ def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | Non
                       require_size: bool = True, progress: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
     """Load archived runs, keep the analysable pulls, and account for everything else.
 
-    With ``out`` (a StudyOutput) the input summary table, the unavailable files and the exclusions
-    are recorded in the results. Returns the pulls per run and a Markdown report for the notebook.
+    With ``out`` (a StudyOutput) the input summary table, the unavailable files, the exclusions
+    (failed event captures among them) and what became of every requested cluster size
+    (``cluster_sizes[<run>]``: size -> status and reason) are recorded in the results. Returns the
+    pulls per run and a Markdown report for the notebook that names every requested size.
     A run with no usable pulls at the chosen cluster sizes is an error that says what to do.
     """
     nodes = list(cluster_nodes) if cluster_nodes is not None else None
@@ -76,21 +78,53 @@ def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | Non
     pulls, lines = {}, []
     for run_id, result in loaded.items():
         pulls[run_id], excluded = analysable_pulls(result.records, time, require_size=require_size)
+        failed = Counter(f"event capture failed: {first}" for first in result.capture_failed.values())
+        sizes = cluster_size_status(result, pulls[run_id])
         if out is not None:
             out.metric(f"unavailable_files[{run_id}]", result.unavailable)
-            for reason, count in excluded.items():
+            out.metric(f"cluster_sizes[{run_id}]", {str(n): v for n, v in sizes.items()})
+            for reason, count in (excluded + failed).items():
                 out.excluded(f"{run_id}: {reason}", count)
         line = (f"* **{run_id}**: {len(pulls[run_id])} pulls analysed from {len(result.files)} event file(s); "
-                "excluded: " + ("; ".join(f"{r} ({c})" for r, c in excluded.items()) or "nothing"))
+                "excluded: " + ("; ".join([f"{r} ({c})" for r, c in excluded.items()]
+                                          + [f"{r} ({c} file{'s' if c > 1 else ''})" for r, c in failed.items()])
+                                or "nothing"))
         if result.unavailable:
             line += (f". **{len(result.unavailable)} event file(s) unavailable here**: "
                      + ", ".join(f"`{p}`" for p in result.unavailable))
+        line += ". Cluster sizes: " + "; ".join(
+            f"{n} {v['status']}" + (f" ({v['reason']})" if v["reason"] else "") for n, v in sizes.items())
         lines.append(line)
         if pulls[run_id].empty:
-            why = "; ".join(f"{r}: {c}" for r, c in excluded.items()) or f"{len(result.files)} event files read"
+            why = "; ".join([f"{r}: {c}" for r, c in (excluded + failed).items()]
+                            + [f"size {n}: {v['reason']}" for n, v in sizes.items() if v["status"] == "not analysed"]) \
+                or f"{len(result.files)} event files read"
             raise RuntimeError(f"{run_id}: no analysable pulls at cluster sizes {nodes} ({why}); if files are "
                                "unavailable run `make data`, or choose cluster sizes the catalog marks available")
     return pulls, "\n".join(lines)
+
+
+def cluster_size_status(result, pulls: pd.DataFrame) -> dict[int, dict]:
+    """Every requested cluster size of one run: analysed, partly analysed or not analysed, and why.
+
+    Starts from what ``archive.load_run`` found of each size (files missing, capture failed, not in
+    the catalog) and adds how many pulls survived the selection, so that no requested size vanishes.
+    """
+    counts = pulls["cluster_nodes"].astype(int).value_counts().to_dict() if len(pulls) else {}
+    out = {}
+    for n, found in sorted(result.cluster_sizes.items()):
+        pulls_n = int(counts.get(n, 0))
+        if found["status"] == "not read":
+            status, reason = "not analysed", found["reason"]
+        elif pulls_n == 0:
+            status = "not analysed"
+            reason = "; ".join(filter(None, ["no analysable pulls in its events", found["reason"]]))
+        else:
+            status = "analysed" if found["status"] == "read" else "partly analysed"
+            reason = found["reason"]
+        out[n] = {"status": status, "reason": reason, "complete": bool(found["complete"]) and pulls_n > 0,
+                  "pulls": pulls_n}
+    return out
 
 
 def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
