@@ -3,6 +3,8 @@ against the upstream's own archived outputs (matrices, clustering orders, publis
 
 import itertools
 import json
+import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -188,7 +190,7 @@ def test_similarity_sets_partly_when_means_match_but_a_std_does_not():
 def test_similarity_sets_partly_when_only_some_sets_match_or_are_measured():
     assert S.verdict_similarity_sets({"x": summ(0.5, 0.2), "y": summ(0.6, 0.1)}, PUB).verdict == "partly supported"
     v = S.verdict_similarity_sets({"x": summ(0.5, 0.2)}, PUB)
-    assert v.verdict == "partly supported" and "not measured: y" in v.reason
+    assert v.verdict == "partly supported" and "not measured (absent or incomplete here): y" in v.reason
 
 
 def test_similarity_sets_not_supported_when_no_mean_matches():
@@ -246,6 +248,48 @@ def test_similarity_clusters_not_supported_when_nothing_holds():
     assert v.verdict == "not supported" and v.value < 0.9
 
 
+def test_similarity_clusters_not_supported_as_a_whole_when_the_spack_part_is_untested():
+    """Environments separate but there is no spack group: one part of two holds (was "supported")."""
+    m, g = grouped({"cpu": 4, "gpu": 4})
+    v = S.verdict_similarity_clusters(m, g)
+    assert v.verdict == "partly supported" and "spack part is not testable" in v.reason
+
+
+def test_similarity_sets_leave_out_an_incomplete_or_empty_set():
+    """A set missing files here is other images than the published: not measured, not "differs"."""
+    v = S.verdict_similarity_sets({"x": summ(0.5, 0.2), "y": summ(0.9, 0.1)}, PUB, incomplete={"y"})
+    assert v.verdict == "partly supported" and "not measured (absent or incomplete here): y" in v.reason
+    empty = S.SimilaritySummary(math.nan, math.nan, math.nan, math.nan, 0, 0)
+    v = S.verdict_similarity_sets({"x": summ(0.5, 0.2), "y": empty}, PUB)
+    assert v.verdict == "partly supported" and "means differ" not in v.reason
+    assert S.verdict_similarity_sets({"x": empty}, PUB).verdict == "not testable here"
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.004, -0.0099, 0.0099])
+def test_similarity_sets_a_measured_figure_within_the_tolerance_is_not_refused(shift):
+    v = S.verdict_similarity_sets({"x": summ(0.5 + shift, 0.2 - shift), "y": summ(0.3 - shift, 0.1 + shift)}, PUB)
+    assert v.verdict == "supported"
+
+
+@pytest.mark.parametrize("shift", [0.05, -0.2, 0.4])
+def test_similarity_sets_figures_moved_far_from_the_claim_change_the_verdict(shift):
+    assert S.verdict_similarity_sets({"x": summ(0.5 + shift, 0.2), "y": summ(0.3 + shift, 0.1)}, PUB).verdict \
+        == "not supported"
+    assert S.verdict_similarity_sets({"x": summ(0.5, 0.2), "y": summ(0.3 + shift, 0.1)}, PUB).verdict \
+        == "partly supported"
+
+
+def test_similarity_clusters_move_spack_into_the_others_and_the_verdict_changes():
+    m, g = grouped({"cpu": 4, "gpu": 4, "spack": 3}, spack_to_others=0.05)
+    assert S.verdict_similarity_clusters(m, g).verdict == "supported"
+    # spack builds that resemble the cpu images as much as those resemble each other
+    spack, cpu = [n for n in m.index if g[n] == "spack"], [n for n in m.index if g[n] == "cpu"]
+    gpu = [n for n in m.index if g[n] == "gpu"]
+    m.loc[spack, cpu], m.loc[cpu, spack], m.loc[spack, gpu], m.loc[gpu, spack] = 0.9, 0.9, 0.1, 0.1
+    v = S.verdict_similarity_clusters(m, g)
+    assert v.verdict == "partly supported" and "fail: spack" in v.reason
+
+
 def test_environment_groups_recognises_cloud_cpu_gpu_labels():
     assert S.environment_groups(["cpu", "GPU build", "aws", "spack", "performance-study"]) == ["GPU build", "aws", "cpu"]
 
@@ -285,12 +329,12 @@ def test_cluster_orders_equal_the_upstream_clustermap(raw, name, kind):
 
 def test_published_means_and_stds_come_out_of_the_archived_data(archived):
     """Full matrix with diagonal, population std, as published: 0.659/0.128, 0.4027/0.384, 0.2/0.327."""
-    got = {n: S.summary(S.jaccard(S.incidence(s.layers)[0])) for n, s in archived.items()}
+    got = {f"similarity/{n}": S.summary(S.jaccard(S.incidence(s.layers)[0])) for n, s in archived.items()}
     for name, (mean, std) in S.PUBLISHED_DIGEST_SIMILARITY.items():
         assert round(got[name].mean, 3) == round(mean, 3) and round(got[name].std, 3) == round(std, 3)
-    assert got["performance-study"].mean == pytest.approx(0.4026779480749065, abs=1e-12)
+    assert got["similarity/performance-study"].mean == pytest.approx(0.4026779480749065, abs=1e-12)
     # Distinct pairs only: what a reader might take "mean similarity" to mean.
-    pairs = {n: (round(s.pair_mean, 4), round(s.pair_std, 4)) for n, s in got.items()}
+    pairs = {n.split("/")[1]: (round(s.pair_mean, 4), round(s.pair_std, 4)) for n, s in got.items()}
     assert pairs == {"containers": (0.6211, 0.0612), "performance-study": (0.3363, 0.3461),
                      "spack": (0.0667, 0.0)}
     v = S.verdict_similarity_sets(got)
@@ -341,3 +385,100 @@ def test_clusters_verdict_on_the_union_of_the_archived_sets(archived):
     odd = [i for i in groups if groups[i] == "performance-study"
            and clusters[i] == clusters["ghcr.io/converged-computing/ensemble-osu:latest"]]
     assert odd == ["ghcr.io/converged-computing/metric-amg2023:spack-slim"]
+
+
+# --------------------------------------------------------------------------- sets keyed by id or path
+
+
+@pytest.fixture
+def two_performance_sets(raw, tmp_path):
+    """data/raw plus the performance study's container-sizes set (absent here: offline mirror), made of
+    real manifests: the similarity performance-study images and the spack ones, 17 in all."""
+    root = tmp_path / "raw"
+    root.mkdir()
+    (root / "container-chonks").symlink_to(raw / "container-chonks")
+    target = root / "performance-study/analysis/container-sizes/data/containers"
+    for name in ("performance-study", "spack"):
+        shutil.copytree(raw / SIM / "containers" / name, target, dirs_exist_ok=True)
+    return root
+
+
+def test_two_catalog_sets_of_the_same_folder_name_stay_two_sets(two_performance_sets):
+    sets = S.load_sets(["container-sizes/performance-study", "similarity/performance-study"],
+                       raw=two_performance_sets)
+    assert [s.key for s in sets] == ["container-sizes/performance-study", "similarity/performance-study"]
+    assert [s.label for s in sets] == ["container-sizes/performance-study", "similarity/performance-study"]
+    assert [len(s.image_set.images) for s in sets] == [17, 10]
+    summaries = S.summarize_sets(sets, ["digest"])
+    table = summaries.table.set_index("set")
+    assert table.loc["container-sizes/performance-study", "images"] == 17
+    assert table.loc["similarity/performance-study", "images"] == 10
+    assert set(summaries.digest) == {"container-sizes/performance-study", "similarity/performance-study"}
+    layers = S.all_layers(sets)
+    assert layers.groupby("set")["image"].nunique().to_dict() == {"container-sizes/performance-study": 17,
+                                                                  "similarity/performance-study": 10}
+    # The published "study containers" figure is checked against similarity/performance-study only
+    v = S.verdict_similarity_sets(summaries.digest, tolerance=0.01)
+    assert "similarity/performance-study: mean 0.4027" in v.measured
+    assert "container-sizes" not in v.measured and v.n == 10
+    # ... and the other set, alone, is not the published one, whatever its folder is called
+    alone = S.summarize_sets(sets[:1], ["digest"]).digest
+    assert S.verdict_similarity_sets(alone).verdict == "not testable here"
+
+
+def test_two_plain_folders_of_the_same_name_get_distinct_labels(raw, tmp_path):
+    for parent, name in (("a", "containers"), ("b", "spack")):
+        shutil.copytree(raw / SIM / "containers" / name, tmp_path / parent / "images")
+    sets = S.load_sets([tmp_path / "a" / "images", str(tmp_path / "b" / "images")])
+    assert [s.label for s in sets] == ["a/images", "b/images"] and [s.slug for s in sets] == ["a_images", "b_images"]
+    assert sets[0].key == str((tmp_path / "a" / "images").resolve())
+    table = S.summarize_sets(sets).table
+    assert len(table) == 4 and table.groupby("set")["images"].first().to_dict() == {"a/images": 10, "b/images": 7}
+    assert S.verdict_similarity_sets(S.summarize_sets(sets, "digest").digest).verdict == "not testable here"
+    matrix, groups, shared = S.union_content(sets)
+    assert len(matrix) == 17 and shared == [] and set(groups.values()) == {"a/images", "b/images"}
+
+
+def test_the_same_set_twice_or_an_unknown_set_is_refused(raw, tmp_path):
+    with pytest.raises(ValueError, match="listed more than once"):
+        S.load_sets(["similarity/spack", "similarity/spack"])
+    with pytest.raises(ValueError, match="neither a folder of manifests nor a catalog set"):
+        S.load_sets(["similarity/nope"])
+    with pytest.raises(ValueError, match="measures"):
+        S.summarize_sets(S.load_sets("similarity/spack"), ["digests"])
+
+
+def test_an_image_in_two_sets_keeps_a_row_in_each(raw, tmp_path):
+    shutil.copytree(raw / SIM / "containers" / "spack", tmp_path / "copy")
+    sets = S.load_sets(["similarity/spack", tmp_path / "copy"])
+    assert [s.label for s in sets] == ["spack", "copy"]
+    matrix, groups, shared = S.union_content(sets)
+    assert len(shared) == 7 and len(matrix) == 14
+    image = shared[0]
+    assert groups[f"{image} [spack]"] == "spack" and groups[f"{image} [copy]"] == "copy"
+    assert matrix.loc[f"{image} [spack]", f"{image} [copy]"] == 1.0
+    assert S.resolve_label(sets, "similarity/spack") == "spack" and S.resolve_label(sets, "nothing") == "nothing"
+    assert S.resolve_label(sets, "copy") == "copy" and S.resolve_label(sets, f"{tmp_path.name}/copy") == "copy"
+
+
+def test_a_spack_set_name_that_fits_two_sets_is_refused(raw, tmp_path):
+    for parent in ("a", "b"):
+        shutil.copytree(raw / SIM / "containers/spack", tmp_path / parent / "spack")
+    sets = S.load_sets([tmp_path / "a/spack", tmp_path / "b/spack"])
+    with pytest.raises(ValueError, match="fits several sets"):
+        S.resolve_label(sets, "spack")
+    assert S.resolve_label(sets, "b/spack") == "b/spack"
+
+
+def test_a_catalog_set_with_files_missing_is_not_compared_with_the_published(raw, tmp_path):
+    """One manifests file of similarity/spack gone: 6 of its 7 images are another set than the published."""
+    root = tmp_path / "raw"
+    shutil.copytree(raw / SIM / "containers/spack", root / SIM / "containers/spack")
+    shutil.copytree(raw / SIM / "similarity/spack", root / SIM / "similarity/spack")
+    next((root / SIM / "containers/spack").rglob("manifests-config-layers.json")).unlink()
+    sets = S.load_sets(["similarity/spack"], raw=root)
+    assert len(sets[0].unavailable) == 1 and not sets[0].complete and len(sets[0].image_set.images) == 6
+    summaries = S.summarize_sets(sets, "digest")
+    assert "max |ours - upstream|" not in summaries.table  # the upstream's matrix is of seven images
+    v = S.verdict_similarity_sets(summaries.digest, incomplete={s.key for s in sets if not s.complete})
+    assert v.verdict == "not testable here"

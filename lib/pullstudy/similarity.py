@@ -10,15 +10,21 @@ result without ever forming the dense n x n matrix.
 The same code serves both upstream measures: ``item="digest"`` on the layer table (identical layer
 blobs) and ``item="content_digest"`` on the history table (identical build steps, see
 :func:`pullstudy.manifests.content_digest`).
+
+Sets are keyed by their catalog id, or by the resolved path of a plain folder, never by a folder
+name: ``container-sizes/performance-study`` and ``similarity/performance-study`` are two sets, and
+a published figure is checked only against the catalog set it was published for. Tables and charts
+use a short label, the shortest tail of the key that no other set shares.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -26,17 +32,200 @@ from scipy import sparse
 from scipy.cluster import hierarchy
 from scipy.special import comb
 
+from . import catalog
 from .claims import Verdict
+from .manifests import ImageSet
 
-# The figures as the source published them (mean, population std over the full matrix with diagonal).
+# The figures as the source published them (mean, population std over the full matrix with diagonal),
+# keyed by the catalog set they describe: "study containers" are similarity/performance-study, the
+# "ensemble containers" similarity/containers, the "spack containers" similarity/spack.
 PUBLISHED_DIGEST_SIMILARITY: dict[str, tuple[float, float]] = {
-    "containers": (0.659, 0.128),
-    "performance-study": (0.4027, 0.384),
-    "spack": (0.2, 0.327),
+    "similarity/containers": (0.659, 0.128),
+    "similarity/performance-study": (0.4027, 0.384),
+    "similarity/spack": (0.2, 0.327),
 }
+MEASURES = {"digest": ("layers", "digest"), "content": ("history", "content_digest")}
 
 # Group labels that name a running environment (cloud, CPU or GPU build): needed to test that part.
 ENVIRONMENT_PATTERN = re.compile(r"\b(cpu|gpu|cloud|aws|eks|gcp|gke|google|azure|aks|on-?prem)\b", re.I)
+
+
+# --------------------------------------------------------------------------- the sets, keyed
+
+
+@dataclass
+class LoadedSet:
+    """One container set as the study reads it.
+
+    ``key`` (catalog id, or the folder's resolved path) is what claims and the upstream's outputs
+    are matched on; ``label`` is unique among the sets of one study and names the set in tables;
+    ``slug`` is the label made safe for file names.
+    """
+
+    key: str
+    label: str
+    slug: str
+    ref: str
+    image_set: ImageSet
+    unavailable: list[str] = field(default_factory=list)
+    outputs: Path | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every file of the set is here and readable: only then is it the set a figure was published for."""
+        return not self.unavailable and not self.image_set.problems
+
+
+def _as_list(value: str | Path | Iterable, name: str) -> list:
+    """A single string is one item, not its characters."""
+    if isinstance(value, (str, Path)):
+        return [value]
+    try:
+        return list(value)
+    except TypeError:
+        raise ValueError(f"{name}: expected a list of names, got {type(value).__name__} {value!r}") from None
+
+
+def set_key(ref: str | Path) -> str:
+    """The identity of a set: its catalog id, or the resolved path of a folder of manifests."""
+    if Path(ref).is_dir():
+        return str(Path(ref).resolve())
+    try:
+        return catalog.get_set(str(ref)).id
+    except KeyError as exc:
+        raise ValueError(f"sets: {str(ref)!r} is neither a folder of manifests nor a catalog set "
+                         f"({exc.args[0].split('; ', 1)[-1]})") from None
+
+
+def unique_labels(keys: Sequence[str]) -> dict[str, str]:
+    """Per key, the shortest tail of its path (``spack``, ``similarity/spack``) that no other key ends with.
+
+    A key that is itself the tail of another keeps its whole self; the other gets a longer tail.
+    Keys must be distinct (the same set listed twice is refused by :func:`load_sets`).
+    """
+    parts = {k: [p for p in k.replace("\\", "/").split("/") if p] or [k] for k in keys}
+    labels = {}
+    for key in keys:
+        mine = parts[key]
+        for n in range(1, len(mine) + 1):
+            tail = mine[-n:]
+            if not any(o != key and parts[o][-n:] == tail for o in keys):
+                labels[key] = "/".join(tail)
+                break
+        else:
+            labels[key] = key
+    return labels
+
+
+def _slugs(labels: Sequence[str]) -> list[str]:
+    slugs, seen = [], Counter()
+    for label in labels:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_") or "set"
+        seen[slug] += 1
+        slugs.append(slug if seen[slug] == 1 else f"{slug}-{seen[slug]}")
+    return slugs
+
+
+def load_sets(refs: str | Path | Iterable[str | Path], *, raw: str | Path | None = None) -> list[LoadedSet]:
+    """Read every set named by catalog id or folder, keyed as above; the same set twice is refused."""
+    from .backends import archive  # the backend imports the readers; import it only when reading
+
+    refs = _as_list(refs, "sets")
+    if not refs:
+        raise ValueError("sets: name at least one catalog set id or folder of manifests")
+    keys = [set_key(r) for r in refs]
+    twice = [k for k, n in Counter(keys).items() if n > 1]
+    if twice:
+        raise ValueError(f"sets: {', '.join(twice)} listed more than once; list each set once")
+    labels = unique_labels(keys)
+    out = []
+    for ref, key, slug in zip(refs, keys, _slugs([labels[k] for k in keys])):
+        image_set, unavailable = archive.load_container_set(ref, raw=raw)
+        out.append(LoadedSet(key, labels[key], slug, str(ref), image_set, list(unavailable),
+                             archive.container_set_outputs(ref, raw=raw)))
+    return out
+
+
+def set_overview(sets: Sequence[LoadedSet]) -> str:
+    """Markdown, one bullet per set: images, layers, what was left out and what is not here."""
+    lines = []
+    for s in sets:
+        where = s.ref if s.ref == s.key else f"{s.ref}, {s.key}"
+        problems = s.image_set.problems
+        lines.append(f"* **{s.label}** (`{where}`): {len(s.image_set.images)} images, {len(s.image_set.layers)} layers"
+                     + (f"; **left out**: " + "; ".join(f"`{w}` ({y})" for w, y in problems) if problems else "")
+                     + (f"; **{len(s.unavailable)} file(s) unavailable here**" if s.unavailable else ""))
+    return "\n".join(lines)
+
+
+def all_layers(sets: Sequence[LoadedSet]) -> pd.DataFrame:
+    """The layer tables of every set, with ``set`` the set's unique label."""
+    return pd.concat([s.image_set.layers.assign(set=s.label) for s in sets], ignore_index=True)
+
+
+@dataclass
+class SetSummaries:
+    """Per set and measure: the summary table (one row each), the digest summaries keyed by set key
+    (what the similarity-sets verdict reads) and the matrices keyed by (label, measure)."""
+
+    table: pd.DataFrame
+    digest: dict[str, SimilaritySummary]
+    matrices: dict[tuple[str, str], pd.DataFrame]
+
+
+def summarize_sets(sets: Sequence[LoadedSet], measures: str | Iterable[str] = ("digest", "content")) -> SetSummaries:
+    """Jaccard matrix and summary of every set under every measure, with the upstream's archived matrix
+    compared where the set is complete here (an incomplete set is a different set of images)."""
+    measures = _as_list(measures, "measures")
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise ValueError(f"measures: {unknown} not among {', '.join(MEASURES)}")
+    rows, digest, matrices = [], {}, {}
+    for s in sets:
+        for measure in measures:
+            attribute, item = MEASURES[measure]
+            matrix = jaccard_frame(getattr(s.image_set, attribute), item=item, images=s.image_set.images)
+            matrices[(s.label, measure)] = matrix
+            got = summary(matrix.to_numpy())
+            if measure == "digest":
+                digest[s.key] = got
+            row = {"set": s.label, "measure": measure, "images": got.n, "mean (with diagonal)": got.mean,
+                   "std (with diagonal)": got.std, "mean (distinct pairs)": got.pair_mean,
+                   "std (distinct pairs)": got.pair_std}
+            csv = s.outputs / UPSTREAM_MATRIX_FILES[measure] if s.outputs is not None else None
+            if csv is not None and csv.is_file() and s.complete:
+                row["max |ours - upstream|"] = upstream_difference(matrix, csv)
+            row["set_id"] = s.key
+            rows.append(row)
+    return SetSummaries(pd.DataFrame(rows), digest, matrices)
+
+
+def union_content(sets: Sequence[LoadedSet]) -> tuple[pd.DataFrame, dict[str, str], list[str]]:
+    """One build-step similarity matrix over the images of every set, the set label of each row, and
+    the images found in more than one set: each such image gets one row per set (``image [label]``),
+    so every set keeps all its images and the groups stay a partition."""
+    counts = Counter(i for s in sets for i in s.image_set.images)
+    groups, tables = {}, []
+    for s in sets:
+        rename = {i: f"{i} [{s.label}]" for i in s.image_set.images if counts[i] > 1}
+        history = s.image_set.history
+        tables.append(history.assign(image=history["image"].replace(rename)) if rename else history)
+        groups.update({rename.get(i, i): s.label for i in s.image_set.images})
+    history = pd.concat(tables, ignore_index=True)
+    matrix = jaccard_frame(history, item="content_digest", images=list(groups))
+    return matrix, groups, sorted(i for i, n in counts.items() if n > 1)
+
+
+def resolve_label(sets: Sequence[LoadedSet], name: str) -> str:
+    """The label of the set named by its catalog id, folder, label, the ref given or a tail of its path;
+    ``name`` itself when no set matches (the verdict then reports that part not testable). A name that
+    fits two sets is refused: which one the claim is about must be said."""
+    exact = [s for s in sets if name in (s.key, s.label, s.ref)]
+    matches = exact or [s for s in sets if s.key.endswith("/" + name.strip("/"))]
+    if len(matches) > 1:
+        raise ValueError(f"spack_set: {name!r} fits several sets ({', '.join(s.key for s in matches)}); "
+                         "give its catalog id or full path")
+    return matches[0].label if matches else name
 
 
 # --------------------------------------------------------------------------- incidence and Jaccard
@@ -233,13 +422,31 @@ def layer_size_table(layers: pd.DataFrame) -> pd.DataFrame:
 
 def verdict_similarity_sets(summaries: Mapping[str, SimilaritySummary],
                             published: Mapping[str, tuple[float, float]] = PUBLISHED_DIGEST_SIMILARITY,
-                            *, tolerance: float = 0.01) -> Verdict:
-    """Claim similarity-sets: each set's full-matrix mean and std against the published, to ``tolerance``."""
-    tested = [s for s in published if s in summaries]
-    missing = [s for s in published if s not in summaries]
+                            *, tolerance: float = 0.01, incomplete: Collection[str] = ()) -> Verdict:
+    """Claim similarity-sets (kind: "as given" -- figures per named set), by this rule:
+
+    * Only the set the figure was published for is compared: ``summaries`` and ``published`` are
+      keyed by catalog set id, so another set of the same folder name is never checked against it.
+      A set named in ``incomplete`` (files missing or unreadable here) or without images is *not
+      measured*: its matrix is of other images than the published one.
+    * Each figure is a central estimate computed exactly from all images (no sampling, so no CI);
+      its uncertainty is the rounding of the published figure, covered by ``tolerance``. A set's
+      figures match when both |mean - published| and |std - published| are <= ``tolerance``.
+    * supported: every named set measured and matching. partly supported: at least one set's mean
+      matches (with stds or other sets differing or not measured, each named in the reason). not
+      supported: no measured set's mean matches. not testable here: no named set measured.
+
+    The largest |mean - published| is reported as the value; it does not decide the verdict.
+    """
+    def measured(name):
+        got = summaries.get(name)
+        return got is not None and name not in incomplete and got.n > 0 and not math.isnan(got.mean)
+
+    tested = [s for s in published if measured(s)]
+    missing = [s for s in published if not measured(s)]
     if not tested:
         return Verdict("similarity-sets", "not testable here",
-                       f"none of the published sets ({', '.join(published)}) was measured")
+                       f"none of the published sets ({', '.join(published)}) was measured complete here")
     parts, mean_ok, std_ok = [], {}, {}
     for name in tested:
         got, (p_mean, p_std) = summaries[name], published[name]
@@ -259,7 +466,7 @@ def verdict_similarity_sets(summaries: Mapping[str, SimilaritySummary],
             f"means match for {', '.join(means)}",
             bad_mean and f"means differ for {', '.join(bad_mean)}",
             bad_std and f"stds differ for {', '.join(bad_std)}",
-            missing and f"not measured: {', '.join(missing)}"]))
+            missing and f"not measured (absent or incomplete here): {', '.join(missing)}"]))
         verdict = "partly supported"
     else:
         verdict, why = "not supported", f"no set's mean matches the published to ±{tolerance}"
@@ -289,15 +496,22 @@ def _recovery(matrix: pd.DataFrame, groups: pd.Series) -> float:
 
 def verdict_similarity_clusters(content: pd.DataFrame, groups: Mapping[str, str], *, spack_group: str = "spack",
                                 environments: Collection[str] | None = None, min_ari: float = 0.9) -> Verdict:
-    """Claim similarity-clusters, from a content-similarity matrix over the union of the sets.
+    """Claim similarity-clusters (kind: qualitative, two parts), from a content-similarity matrix over
+    the union of the sets, by this rule:
 
-    Two parts, as the claim states them: (a) spack builds resemble nothing else -- cut into as many
-    flat clusters as there are groups, the spack images form a cluster of their own, with no other
-    image in it; (b) the environments (cloud, CPU vs GPU) separate (adjusted Rand index of the flat
-    clustering of the environment groups' images >= ``min_ari``). (b) needs at least two environment
-    groups (``environments``, default: labels matching ENVIRONMENT_PATTERN); without them it is not
-    testable and the verdict is at most "partly supported". How well the clustering recovers all the
-    groups (ARI) and each spack image's highest similarity to another image are reported, not judged.
+    * (a) spack builds resemble nothing else: cut the average-linkage tree into as many flat
+      clusters as there are groups; the part holds when all the spack group's images fall in one
+      cluster and no other image does. It is a property of the whole partition, so one image can
+      break it but no single image can make it hold.
+    * (b) the environments (cloud, CPU vs GPU) separate: the adjusted Rand index of the flat
+      clustering of the environment groups' images (one summary of all of them) is >= ``min_ari``,
+      the tolerance of "separate". It needs at least two environment groups (``environments``,
+      default: labels matching ENVIRONMENT_PATTERN); without them (b) is not testable.
+    * supported: both parts tested and holding. partly supported: one part holds (also when (b) is
+      not testable). not supported: every tested part fails. not testable here: neither part tested.
+
+    How well the clustering recovers all the groups (ARI, the reported value) and each spack image's
+    highest similarity to a non-spack image (a per-image extreme) are reported, never judged.
     """
     g = pd.Series(dict(groups), name="group")
     missing = g.index.difference(content.index)
@@ -329,21 +543,26 @@ def verdict_similarity_clusters(content: pd.DataFrame, groups: Mapping[str, str]
     else:
         notes.append("environment part (cloud, CPU vs GPU) not testable with these sets: "
                      f"the groups ({', '.join(map(str, g.unique()))}) are not environments")
-    verdict = _combine(results, environments_tested="environments" in results)
+    verdict = _combine(results)
     held = [k for k, ok in results.items() if ok]
     failed = [k for k, ok in results.items() if not ok]
+    untested = [k for k in CLUSTER_PARTS if k not in results]
     reason = (f"parts that hold: {', '.join(held) or 'none'}; parts that fail: {', '.join(failed) or 'none'}"
-              + ("" if "environments" in results else "; the environment part is not testable with these sets"))
+              + "".join(f"; the {PART_NAMES[k]} is not testable with these sets" for k in untested))
     return Verdict("similarity-clusters", verdict, reason, measured="; ".join(notes), value=ari,
                    unit="adjusted Rand index", n=len(g))
 
 
-def _combine(results: dict[str, bool], *, environments_tested: bool) -> str:
-    """All parts hold -> supported (only if the environment part was tested); none -> not supported."""
+CLUSTER_PARTS = ("spack", "environments")
+PART_NAMES = {"spack": "spack part", "environments": "environment part"}
+
+
+def _combine(results: dict[str, bool]) -> str:
+    """Every part tested and holding -> supported; some part holds -> partly; none holds -> not supported."""
     if not results:
         return "not testable here"
-    if all(results.values()):
-        return "supported" if environments_tested else "partly supported"
+    if all(results.values()) and all(k in results for k in CLUSTER_PARTS):
+        return "supported"
     return "partly supported" if any(results.values()) else "not supported"
 
 

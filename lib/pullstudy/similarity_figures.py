@@ -8,6 +8,9 @@ import altair as alt
 import pandas as pd
 
 
+MEASURE_TEXT = {"digest": "layer digests", "content": "build-step content (config history)"}
+
+
 def short_names(images: list[str]) -> dict[str, str]:
     """Image names without the registry path they all share, so heatmap labels stay readable."""
     prefix = os.path.commonprefix([i.rsplit(":", 1)[0] for i in images]) if len(images) > 1 else ""
