@@ -183,3 +183,159 @@ def test_main_reports_failure_and_bad_arguments(notebooks: Path, tmp_path: Path)
     with contextlib.redirect_stderr(io.StringIO()) as err:
         assert main(["--notebooks", str(notebooks), "-p", "output_dir=x"]) == 2
     assert "output_dir" in err.getvalue()
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing wrong
+
+
+def _main(*args: str) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main(list(args))
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def test_unknown_parameter_name_refused_before_anything_runs(tmp_path: Path) -> None:
+    """papermill only warned about a typo (n_bot=50) and ran the notebook with the defaults."""
+    code, _, err = _main("--only", "05-layer-similarity", "--results", str(tmp_path / "r"),
+                         "-p", "n_bot=50", "--no-progress")
+    assert code == 2
+    assert err.strip().count("\n") == 0 and "Traceback" not in err
+    assert "unknown parameter n_bot: notebook 05-layer-similarity has no parameter of that name" in err
+    assert "its parameters: measures, sets, spack_set, tolerance" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("pair, message", [
+    ("backend=kube", "backend='kube' is not allowed; allowed: 'archive' or 'local'"),
+    ("treatment_run=pulling/run1", "the same run as baseline_run"),
+    ("n_boot=1", "n_boot=1 is out of range"),
+])
+def test_bad_parameter_value_refused_before_anything_runs(tmp_path: Path, pair: str, message: str) -> None:
+    """backend=kube started a registry and containerd as root and measured (the local backend)."""
+    code, _, err = _main("--only", "03-local-ssd", "--results", str(tmp_path / "r"), "-p", pair, "--no-progress")
+    assert code == 2
+    assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_parameter_error_in_a_notebook_is_one_line(tmp_path: Path) -> None:
+    """The notebook's own check (the cell after its parameters) stops it before any work."""
+    from pullstudy import paths
+
+    runs = run_notebooks(paths.notebooks_dir(), tmp_path, ["06-gpu-usernetes-check"],
+                         {"command_timeout_s": "soon"}, progress=False, check_values=False)
+    assert len(runs) == 1 and not runs[0].ok
+    assert runs[0].error == (
+        "notebook 06-gpu-usernetes-check refused its parameters: 06-gpu-usernetes-check: parameter "
+        "command_timeout_s='soon' is not allowed; allowed: a number > 0")
+    executed = nbformat.read(runs[0].output_path, as_version=4)
+    ran = [c for c in executed.cells if c.cell_type == "code" and c.get("execution_count")]
+    assert len(ran) == 3  # parameters, injected parameters, the check: nothing else ran
+
+
+def test_results_that_cannot_be_written_is_one_line(tmp_path: Path, notebooks: Path) -> None:
+    a_file = tmp_path / "taken"
+    a_file.write_text("x")
+    for target, message in ((a_file, "is a file, not a folder"), (a_file / "sub", "cannot be written"),
+                            (Path("/proc/pullstudy-results"), "cannot be written")):
+        code, _, err = _main("--notebooks", str(notebooks), "--only", "01-ok", "--results", str(target),
+                             "--no-progress")
+        assert code == 2, target
+        assert f"--results {target}" in err and message in err, err
+        assert err.strip().count("\n") == 0 and "Traceback" not in err
+
+
+def _executed(path: Path, ran: int, cells: int) -> None:
+    """An executed notebook as papermill leaves it after Ctrl-C: no exception, an end time, and
+    every cell marked completed, but only the first ``ran`` cells have an execution count."""
+    nb = new_notebook(cells=[new_code_cell(f"x = {i}") for i in range(cells)])
+    nb.metadata["papermill"] = {"exception": None, "end_time": "2026-01-01T00:00:00", "duration": 3.0}
+    for i, cell in enumerate(nb.cells):
+        cell.execution_count = i + 1 if i < ran else None
+        cell.metadata["papermill"] = {"status": "completed", "exception": False}
+    nbformat.write(nb, path)
+
+
+def test_truncated_notebook_is_interrupted_and_not_judged(tmp_path: Path) -> None:
+    from pullstudy.claims import Verdict
+    from pullstudy.results import StudyOutput
+
+    for stem, ran in (("01-cut", 2), ("02-whole", 3)):
+        out = StudyOutput(stem, tmp_path / stem)
+        out.verdict(Verdict("size-growth" if stem == "01-cut" else "layers-no-effect", "supported", "ok"))
+        out.write()
+        _executed(tmp_path / stem / f"{stem}.ipynb", ran, 3)
+    page = write_index(tmp_path).read_text()
+    assert '<td class="status-failed">interrupted</td>' in page
+    assert '<td class="status-ok">OK</td>' in page
+    table = pd.read_csv(tmp_path / "claims.csv").set_index("claim_id")
+    assert table.loc["size-growth", "verdict"] == "not testable here"
+    assert "notebook 01-cut was interrupted before every cell ran" in table.loc["size-growth", "reason"]
+    assert table.loc["layers-no-effect", "verdict"] == "supported"
+
+
+def test_ctrl_c_is_one_line_exit_130_and_the_notebook_interrupted(tmp_path: Path) -> None:
+    """A real Ctrl-C (SIGINT) while a cell runs: no traceback, exit 130, listed as interrupted,
+    and the verdict it had already written is not judged."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    d = tmp_path / "nb"
+    d.mkdir()
+    _write(d / "01-slow.ipynb", _parameters_cell('output_dir = ""'),
+           new_code_cell("from pullstudy.claims import Verdict\nfrom pullstudy.results import StudyOutput\n"
+                         "out = StudyOutput('01-slow', output_dir)\n"
+                         "out.verdict(Verdict('size-growth', 'supported', 'too early'))\nout.write()"),
+           new_code_cell("import time\ntime.sleep(120)"),
+           new_code_cell("print('never')"))
+    results = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "pullstudy.reproduce", "--notebooks", str(d),
+                             "--results", str(results), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (results / "01-slow" / "metrics.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "INTERRUPTED 01-slow" in stdout
+    assert [line for line in stderr.splitlines() if line.strip()] == [
+        next(line for line in stderr.splitlines() if "was interrupted (Ctrl-C)" in line)]
+    assert "status-failed\">interrupted<" in (results / "index.html").read_text()
+    row = pd.read_csv(results / "claims.csv").set_index("claim_id").loc["size-growth"]
+    assert row["verdict"] == "not testable here" and "interrupted" in row["reason"]
+
+
+def test_registry_cli_hints_insecure_on_a_tls_error(tmp_path: Path) -> None:
+    """A plain-HTTP registry answered with TLS: the CLI says to use its --insecure option."""
+    import http.server
+    import threading
+
+    from pullstudy import registry
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        code, out, _ = _main_of(registry.main, ["fetch", "--out", str(tmp_path / "set"),
+                                                f"127.0.0.1:{server.server_port}/app:1"])
+    finally:
+        server.shutdown()
+    assert code == 1
+    assert "FAILED" in out and "SSL" in out
+    assert "hint: a TLS (SSL) error usually means the registry speaks plain HTTP" in out and "--insecure" in out
+
+
+def _main_of(fn, argv: list[str]) -> tuple[int, str, str]:
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = fn(argv)
+    return code, stdout.getvalue(), stderr.getvalue()

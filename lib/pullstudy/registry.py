@@ -406,6 +406,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ok      {image.image}  {image.platform}  {len(image.layers)} layers  {image.digest}")
     for failure in result.failures:
         print(f"  FAILED  {failure.image}: {failure.reason}")
+    if not args.insecure and any("SSL" in f.reason for f in result.failures):
+        # The usual cause: a local registry that speaks plain HTTP, answered with TLS.
+        print("  hint: a TLS (SSL) error usually means the registry speaks plain HTTP, as a local one on "
+              "127.0.0.1 does: if you trust it, run again with --insecure")
     return 0 if result.ok else 1
 
 

@@ -7,6 +7,12 @@ with ``output_dir=<results>/<stem>``. It stops at the first failing notebook (la
 only repeat or hide the error) and says which notebook, which cell and what error. The results page
 (``index.html``) and ``claims.csv`` are written in every case, for what did run, and list every
 claim, so an unchecked claim is visible.
+
+Parameters are checked before any notebook starts: a name no selected notebook has is refused (papermill
+would only warn and run with the defaults), each notebook gets only the parameters it has, and the
+values are checked by :mod:`pullstudy.parameters`, as the notebooks check them again themselves.
+A notebook counts as OK only if every cell ran: an interrupted one (Ctrl-C) is listed as
+"interrupted" and its verdicts are not judged.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import json
 import math
 import shutil
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -30,13 +37,17 @@ import pandas as pd
 from tqdm import tqdm
 
 from pullstudy import completeness, paths
-from pullstudy.claims import VERDICTS, verdict_table, verdicts_from_dicts
+from pullstudy.claims import VERDICTS, Verdict, verdict_table, verdicts_from_dicts
+from pullstudy.parameters import SET_BY_RUNNER, SPECS, ParameterError, close_matches, notebook_parameters, validate
 from pullstudy.results import METRICS_FILE, load_metrics
 
 KERNEL = "python3"
 INDEX = "index.html"
 CLAIMS_CSV = "claims.csv"
 ERROR_FILE = "reproduce-error.txt"
+INTERRUPTED_FILE = "reproduce-interrupted.txt"
+INTERRUPTED = "interrupted"
+EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT
 
 
 @dataclass
@@ -49,6 +60,7 @@ class NotebookRun:
     ok: bool
     seconds: float
     error: str = ""
+    interrupted: bool = False
 
 
 # ---------------------------------------------------------------- selecting and parameters
@@ -90,6 +102,30 @@ def parse_parameters(pairs: Iterable[str]) -> dict[str, Any]:
         except json.JSONDecodeError:
             parameters[key] = raw
     return parameters
+
+
+def plan_parameters(notebooks: Sequence[Path], parameters: dict[str, Any], *,
+                    check_values: bool = True) -> dict[str, dict[str, Any]]:
+    """The parameters to give each notebook: those of ``parameters`` it has.
+
+    Refuses, before anything runs, a name that no selected notebook has (listing their real
+    parameters) and, with ``check_values``, a value the notebook's spec refuses (ParameterError).
+    """
+    declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    known = sorted(set().union(*declared.values()) - set(SET_BY_RUNNER)) if declared else []
+    for name in parameters:
+        if name not in known:
+            whose = (f"notebook {notebooks[0].stem} has" if len(notebooks) == 1
+                     else f"none of the {len(notebooks)} selected notebooks has")
+            raise ParameterError(f"unknown parameter {name}: {whose} no parameter of that name"
+                                 f"{close_matches(name, known)}; its parameters: {', '.join(known) or '(none)'}")
+    plan = {}
+    for nb in notebooks:
+        given = {k: v for k, v in parameters.items() if k in declared[nb.stem]}
+        if check_values and given and nb.stem in SPECS:
+            validate(nb.stem, {**declared[nb.stem], **given}, base=nb.parent)
+        plan[nb.stem] = given
+    return plan
 
 
 # ---------------------------------------------------------------- failures
@@ -159,6 +195,8 @@ def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseEx
         else:  # not found in the source notebook: papermill's index in the executed copy
             where = f"cell {getattr(exc, 'cell_index', -1) + 1} of the executed notebook (`{first_line}`)"
     evalue = getattr(exc, "evalue", "")
+    if ename == ParameterError.__name__:  # a user mistake: its message says it all, on one line
+        return f"notebook {stem} refused its parameters: {evalue}"
     return (
         f"notebook {stem} ({input_path}) failed in {where}: {ename}: {evalue}\n"
         f"  the executed notebook with the traceback: {output_path}"
@@ -168,15 +206,34 @@ def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseEx
 # ---------------------------------------------------------------- running
 
 
-def _engine_options() -> dict[str, Any]:
+KERNEL_LOG = "kernel.log"
+
+
+def _kernel_manager(log_path: Path) -> type:
+    """A kernel manager whose kernel writes its own stderr (kernel logging, not cell output) to
+    ``log_path``: on Ctrl-C the kernel is shut down mid-cell and logs a ZMQ traceback, which must not
+    reach the terminal; the log stays in the results folder for debugging."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with open(log_path, "ab") as log:  # the kernel process keeps its own copy
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+
+    return LoggedKernelManager
+
+
+def _engine_options(log_path: Path) -> dict[str, Any]:
     """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
-    "running over TCP without encryption" warning out of the logs."""
+    "running over TCP without encryption" warning out of the logs. The kernel's stderr goes to
+    ``log_path``."""
     import zmq
     from traitlets.config import Config
 
-    if not zmq.has("curve"):
-        return {}
-    return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path)}
+    if zmq.has("curve"):
+        options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
+    return options
 
 
 def run_notebooks(
@@ -187,11 +244,13 @@ def run_notebooks(
     *,
     kernel_name: str = KERNEL,
     progress: bool = True,
+    check_values: bool = True,
 ) -> list[NotebookRun]:
     """Execute the selected notebooks in order; stop at the first failure (it is the last run).
 
     Each notebook's results folder is emptied first, so nothing from an earlier run can pass for
-    a result of this one.
+    a result of this one. Ctrl-C stops the run too: the notebook is recorded as interrupted
+    (``reproduce-interrupted.txt`` in its folder) and is the last run.
     """
     import papermill as pm  # slow to import; only needed here
 
@@ -201,6 +260,7 @@ def run_notebooks(
     parameters = dict(parameters or {})
     if "output_dir" in parameters:
         raise ValueError("output_dir is set by reproduce (<results>/<notebook>)")
+    plan = plan_parameters(notebooks, parameters, check_values=check_values)
     results_root.mkdir(parents=True, exist_ok=True)
 
     runs: list[NotebookRun] = []
@@ -220,10 +280,19 @@ def run_notebooks(
             try:
                 pm.execute_notebook(
                     str(notebook), str(output_path),
-                    parameters={"output_dir": str(out_dir), **parameters},
+                    parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
                     kernel_name=kernel_name, language="python", cwd=str(notebooks_dir),
-                    progress_bar=False, log_output=False, **_engine_options(),
+                    progress_bar=False, log_output=False, **_engine_options(out_dir / KERNEL_LOG),
                 )
+            except KeyboardInterrupt:
+                seconds = time.monotonic() - start
+                message = (f"notebook {notebook.stem} was interrupted (Ctrl-C) after {seconds:.1f} s; "
+                           f"its later cells did not run: {output_path}")
+                (out_dir / INTERRUPTED_FILE).write_text(message + "\n", encoding="utf-8")
+                runs.append(NotebookRun(notebook.stem, notebook, output_path, False, seconds, message,
+                                        interrupted=True))
+                say(f"[{i}/{len(notebooks)}] {notebook.stem} INTERRUPTED after {seconds:.1f} s")
+                break
             except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
                 seconds = time.monotonic() - start
                 message = describe_failure(notebook.stem, notebook, output_path, exc)
@@ -286,26 +355,54 @@ figcaption{font-size:.85em}
 def _notebook_dirs(results_root: Path) -> list[Path]:
     return sorted(
         d for d in results_root.iterdir()
-        if d.is_dir() and any((d / f).exists() for f in (f"{d.name}.ipynb", METRICS_FILE, ERROR_FILE))
+        if d.is_dir() and any((d / f).exists()
+                              for f in (f"{d.name}.ipynb", METRICS_FILE, ERROR_FILE, INTERRUPTED_FILE))
     )
 
 
+NOT_RUN = "not run by reproduce"
+
+
+def _cells_not_run(executed: Any) -> int:
+    """Code cells with source that never ran (no execution count)."""
+    return sum(1 for c in executed.cells
+               if c.cell_type == "code" and c.source.strip() and c.get("execution_count") is None)
+
+
 def _executed_status(directory: Path) -> dict[str, Any]:
-    """Status and duration of an executed notebook, from the metadata papermill writes into it."""
+    """Status and duration of an executed notebook: OK only if every cell ran.
+
+    papermill's own metadata cannot tell: on Ctrl-C it records no exception, an end time, and
+    marks the cells that never ran "completed". So a notebook is "interrupted" if reproduce
+    recorded the interruption, if it has no end time, or if any code cell has no execution count.
+    """
     path = directory / f"{directory.name}.ipynb"
     if not path.exists():
-        return {"status": "not run by reproduce", "seconds": None, "path": None}
+        status = INTERRUPTED if (directory / INTERRUPTED_FILE).exists() else NOT_RUN
+        return {"status": status, "seconds": None, "path": None}
     try:
-        meta = nbformat.read(path, as_version=4).metadata.get("papermill", {})
+        executed = nbformat.read(path, as_version=4)
     except (OSError, ValueError) as exc:
         return {"status": f"unreadable executed notebook ({exc})", "seconds": None, "path": path}
+    meta = executed.metadata.get("papermill", {})
     if meta.get("exception"):
         status = "FAILED"
-    elif meta.get("end_time"):
-        status = "OK"
+    elif (directory / INTERRUPTED_FILE).exists() or not meta.get("end_time") or _cells_not_run(executed):
+        status = INTERRUPTED
     else:
-        status = "incomplete (interrupted?)"
+        status = "OK"
     return {"status": status, "seconds": meta.get("duration"), "path": path}
+
+
+def _not_judged_reason(stem: str, status: str) -> str | None:
+    """Why the verdicts of a notebook with this status are not judged; None if they are."""
+    if status in ("OK", NOT_RUN):
+        return None
+    if status == INTERRUPTED:
+        return f"not judged: notebook {stem} was interrupted before every cell ran; run it again"
+    if status == "FAILED":
+        return f"not judged: notebook {stem} failed; fix the error and run it again"
+    return f"not judged: notebook {stem} has an {status}; run it again"
 
 
 def _claims_html(table: pd.DataFrame) -> str:
@@ -330,7 +427,7 @@ def _claims_html(table: pd.DataFrame) -> str:
 def _section_html(directory: Path, metrics: dict[str, Any] | None) -> str:
     stem = directory.name
     st = _executed_status(directory)
-    css = {"OK": "status-ok", "FAILED": "status-failed"}.get(st["status"], "muted")
+    css = {"OK": "status-ok", "FAILED": "status-failed", INTERRUPTED: "status-failed"}.get(st["status"], "muted")
     took = f" in {st['seconds']:.1f} s" if isinstance(st["seconds"], (int, float)) else ""
     parts = [f'<h2 id="{_e(stem)}">{_e(stem)} <span class="{css}">{_e(st["status"])}</span>'
              f'<span class="muted">{_e(took)}</span></h2>']
@@ -338,6 +435,12 @@ def _section_html(directory: Path, metrics: dict[str, Any] | None) -> str:
         parts.append(f'<p>Executed notebook: <a href="{_href(stem, st["path"].name)}">'
                      f'{_e(st["path"].name)}</a></p>')
     error_file = directory / ERROR_FILE
+    if (directory / INTERRUPTED_FILE).exists():
+        parts.append(f'<pre class="error">{_e((directory / INTERRUPTED_FILE).read_text(encoding="utf-8").strip())}'
+                     "</pre>")
+    if _not_judged_reason(stem, st["status"]) and metrics is not None and metrics["verdicts"]:
+        parts.append(f'<p class="status-failed">{_e(_not_judged_reason(stem, st["status"]))} '
+                     "(its verdicts are left out of the claims table).</p>")
     if error_file.exists():
         parts.append(f'<pre class="error">{_e(error_file.read_text(encoding="utf-8").strip())}</pre>')
     elif st["status"] == "FAILED":
@@ -391,13 +494,24 @@ def _section_html(directory: Path, metrics: dict[str, Any] | None) -> str:
 
 
 def collect_verdict_table(results_root: str | Path) -> pd.DataFrame:
-    """The verdict table of every claim from every ``metrics.json`` under results_root."""
+    """The verdict table of every claim from every ``metrics.json`` under results_root.
+
+    The verdicts of a notebook that did not run every cell (interrupted, failed) are left out: each
+    of its claims is listed as "not testable here" with the reason instead.
+    """
     verdicts = []
     for m in load_metrics(results_root):
         try:
-            verdicts.extend(verdicts_from_dicts(m["verdicts"]))
+            found = verdicts_from_dicts(m["verdicts"])
         except ValueError as exc:
             raise ValueError(f"{m['path']}: {exc}") from exc
+        directory = Path(m["path"]).parent
+        reason = _not_judged_reason(directory.name, _executed_status(directory)["status"])
+        if reason is None:
+            verdicts.extend(found)
+        else:
+            claim_ids = dict.fromkeys(v.claim_id for v in found)
+            verdicts.extend(Verdict(c, "not testable here", reason, notebook=directory.name) for c in claim_ids)
     return verdict_table(verdicts)
 
 
@@ -419,7 +533,9 @@ def write_index(results_root: str | Path) -> Path:
         st = _executed_status(d)
         took = f"{st['seconds']:.1f} s" if isinstance(st["seconds"], (int, float)) else ""
         n_verdicts = len(metrics_by_dir[d.name]["verdicts"]) if d.name in metrics_by_dir else 0
-        css = {"OK": "status-ok", "FAILED": "status-failed"}.get(st["status"], "muted")
+        if n_verdicts and _not_judged_reason(d.name, st["status"]):
+            n_verdicts = f"{n_verdicts} not judged"
+        css = {"OK": "status-ok", "FAILED": "status-failed", INTERRUPTED: "status-failed"}.get(st["status"], "muted")
         overview.append(f'<tr><td><a href="#{_e(d.name)}">{_e(d.name)}</a></td>'
                         f'<td class="{css}">{_e(st["status"])}</td><td class="num">{_e(took)}</td>'
                         f'<td class="num">{n_verdicts}</td></tr>')
@@ -458,16 +574,40 @@ def summary(runs: Sequence[NotebookRun], selected: Sequence[Path], table: pd.Dat
     for p in selected:
         r = done.get(p.stem)
         if r is None:
-            lines.append(f"  {'not run':7} {p.stem:{width}}  (stopped at the first failure)")
+            lines.append(f"  {'not run':7} {p.stem:{width}}  (stopped at the first failure or interruption)")
         else:
-            lines.append(f"  {'OK' if r.ok else 'FAILED':7} {p.stem:{width}}  {r.seconds:7.1f} s")
+            label = "OK" if r.ok else "INTERRUPTED" if r.interrupted else "FAILED"
+            lines.append(f"  {label:7} {p.stem:{width}}  {r.seconds:7.1f} s")
     counts = Counter(table["verdict"])
     lines.append("verdicts (all claims): " + ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS))
     lines.append(f"results page: {index}")
     return "\n".join(lines)
 
 
+def prepare_results(results_root: Path) -> None:
+    """Create the results folder and check it can be written: a bad ``--results`` (a file, a
+    read-only place) fails in one line before any notebook runs, not as a traceback after one."""
+    if results_root.exists() and not results_root.is_dir():
+        raise ValueError(f"--results {results_root} is a file, not a folder: give a folder (or remove the file)")
+    try:
+        results_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=results_root):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--results {results_root} cannot be written ({exc.strerror or exc}): "
+                         "give a folder you can write to") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; Ctrl-C anywhere ends it with one line and exit code 130, no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): stopped; what finished is in the results folder", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pullstudy.reproduce",
         description="Run every study notebook with papermill and build the results page.",
@@ -488,26 +628,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         parameters = parse_parameters(args.parameter)
         selected = select_notebooks(notebooks_dir, args.only)
-    except ValueError as exc:
+        if selected:
+            plan_parameters(selected, parameters)  # names and values, before anything is written or run
+            prepare_results(results_root)
+    except ValueError as exc:  # ParameterError included
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if not selected:
         print(f"error: no notebooks (*.ipynb) in {notebooks_dir}", file=sys.stderr)
         return 2
 
-    runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
-                         kernel_name=args.kernel, progress=not args.no_progress)
     try:
+        runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
+                             kernel_name=args.kernel, progress=not args.no_progress)
         index = write_index(results_root)
         table = collect_verdict_table(results_root)
     except ValueError as exc:
         print(f"error: cannot build the results page: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:
+        print(f"error: {exc.filename or results_root}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     print(summary(runs, selected, table, index))
     failed = [r for r in runs if not r.ok]
     if failed:
         print(f"\nerror: {failed[0].error}", file=sys.stderr)
-        return 1
+        return EXIT_INTERRUPTED if failed[0].interrupted else 1
     return 0
 
 
