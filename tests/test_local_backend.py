@@ -441,17 +441,62 @@ def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path,
     assert doc["status"] == "interrupted" and doc["records"] == len(lines)
 
 
-def test_local_study_names_runs_by_grid_and_reuses_only_finished_ones(tmp_path):
+@NOTHING
+def test_local_study_names_runs_by_grid(tmp_path):
     from pullstudy import localstudy
     a = local.LocalGrid(sizes_bytes=(4_000_000,), layers=(1,), repetitions=2)
     b = local.LocalGrid(sizes_bytes=(4_000_000,), layers=(2,), repetitions=2)
     assert localstudy.run_name("03-local-ssd", a) != localstudy.run_name("03-local-ssd", b)
-    folder = tmp_path / "r"
-    folder.mkdir()
-    (folder / "run.json").write_text(json.dumps({"status": "failed", "grid": {}}))
-    with pytest.raises(local.LocalRunError, match="unfinished or different"):
-        localstudy.measure("03-local-ssd", {"sizes_bytes": [4_000_000], "layers": [1], "repetitions": 2},
-                           run_dir=folder, progress=False)
+
+
+@pytest.mark.system("docker-registry", "containerd")
+def test_a_failed_local_run_does_not_block_the_next_one(tmp_path, monkeypatch, clean_machine):
+    """`make run BACKEND=local` without docker-registry fails; once it is installed the same run measures."""
+    from pullstudy import localstudy
+    monkeypatch.setenv("PULLSTUDY_RUNS_DIR", str(tmp_path / "runs"))
+    spec = {"sizes_bytes": [2 * MB], "layers": [1], "contents": ["random"], "storage": ["tmpfs"], "repetitions": 2}
+    installed = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing-installed"))
+    with pytest.raises(MissingBinary, match="`apt-get install docker-registry`"):
+        localstudy.measure("03-local-ssd", spec, progress=False)
+    [folder] = (tmp_path / "runs").iterdir()
+    assert json.loads((folder / "run.json").read_text())["status"] == "failed" and local.recorded(folder) == []
+    monkeypatch.setenv("PATH", installed)
+    records, again, report = localstudy.measure("03-local-ssd", spec, progress=False)
+    assert again == folder and len(records) == 2 and report.startswith("measured 2 cold pulls")
+    assert json.loads((folder / "run.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.system("docker-registry", "containerd")
+def test_an_unfinished_local_run_is_resumed_keeping_its_records_and_another_grid_refused(
+        tmp_path, monkeypatch, clean_machine):
+    from pullstudy import localstudy
+    spec = {"sizes_bytes": [2 * MB], "layers": [1], "contents": ["random", "zeros"], "storage": ["tmpfs"],
+            "repetitions": 2}
+    folder = tmp_path / "run"
+    real = local._append
+
+    def failing(fd, record):
+        if len(local.recorded(folder)) == 3:
+            raise RuntimeError("injected failure after 3 pulls")
+        real(fd, record)
+
+    monkeypatch.setattr(local, "_append", failing)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        localstudy.measure("03-local-ssd", spec, run_dir=folder, progress=False)
+    first = (folder / "raw" / "records.jsonl").read_bytes()
+    assert first.count(b"\n") == 3
+    monkeypatch.setattr(local, "_append", real)
+    records, _, report = localstudy.measure("03-local-ssd", spec, run_dir=folder, progress=False)
+    assert "measured 1 cold pulls" in report and "recorded 3 of 4 pulls, kept" in report
+    assert (folder / "raw" / "records.jsonl").read_bytes().startswith(first)  # the complete records stay as they were
+    assert len(records) == 4 and list(records["sequence"]) == [0, 1, 2, 3]
+    assert len(set(zip(records["repetition"], records["condition"], records["content"], records["tag"]))) == 4
+    doc = json.loads((folder / "run.json").read_text())
+    assert doc["status"] == "complete" and doc["records"] == 4 and doc["resumed_with_records"] == 3
+    with pytest.raises(local.LocalRunError, match=r"4 records of a different grid \(differs in repetitions"):
+        localstudy.measure("03-local-ssd", {**spec, "repetitions": 3}, run_dir=folder, progress=False)
+    assert localstudy.measure("03-local-ssd", spec, run_dir=folder, progress=False)[2].startswith("reused")
 
 
 # --- lazy pulling (the stargz snapshotter, built by `make stargz`) -------------------------------------

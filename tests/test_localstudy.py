@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -122,3 +123,82 @@ def test_local_run_names_say_which_snapshotters():
     assert both.pulls() == 2 * eager.pulls()
     with pytest.raises(ValueError, match="snapshotters must be a non-empty subset"):
         local.LocalGrid(sizes_bytes=(MB,), layers=(1,), snapshotters=("soci",))
+
+
+# --- a run folder left by an earlier attempt: reuse, resume, afresh or refuse -----------------------------
+
+GRID = local.LocalGrid(sizes_bytes=(4 * MB,), layers=(2,), contents=("random",), storage=("disk",), repetitions=3)
+
+
+def _attempt(folder: Path, grid: local.LocalGrid, status: str, records: int, torn: bool = False) -> Path:
+    """A run folder as local.run leaves it: run.json with the grid and status, and its complete records."""
+    rows = [_record(i, "overlayfs", 4 * MB, "random", 1.0, 0.1) | {"repetition": i} for i in range(records)]
+    _write_run(folder, rows)
+    if torn:
+        with open(folder / "raw" / "records.jsonl", "a") as f:
+            f.write('{"study": "local", "run": "t", "condi')
+    (folder / "run.json").write_text(json.dumps({"status": status, "grid": json.loads(json.dumps(asdict(grid))),
+                                                 "records": records}))
+    return folder
+
+
+def test_a_failed_attempt_that_recorded_nothing_is_measured_afresh(tmp_path):
+    plan = localstudy.plan_run(_attempt(tmp_path / "r", GRID, "failed", 0), GRID)
+    assert plan.action == "measure" and plan.records == 0 and "recorded nothing" in plan.reason
+    assert localstudy.plan_run(tmp_path / "absent", GRID).action == "measure"
+
+
+def test_an_unfinished_attempt_of_the_same_grid_is_resumed_with_its_complete_records(tmp_path):
+    for status in ("failed", "interrupted", "running"):  # running: the process was killed
+        plan = localstudy.plan_run(_attempt(tmp_path / status, GRID, status, 2, torn=True), GRID)
+        assert plan.action == "resume" and plan.records == 2, status  # the torn last line is not a record
+        assert f"recorded 2 of {GRID.pulls()} pulls" in plan.reason
+
+
+def test_a_finished_run_is_reused_and_only_a_different_grid_is_refused(tmp_path):
+    assert localstudy.plan_run(_attempt(tmp_path / "done", GRID, "complete", 3), GRID).action == "reuse"
+    again = localstudy.plan_run(tmp_path / "done", GRID, reuse=False)
+    assert again.action == "refuse" and "reuse=False" in again.reason
+    other = local.LocalGrid(**{**asdict(GRID), "repetitions": 5, "rate_mbit": 50.0})
+    plan = localstudy.plan_run(_attempt(tmp_path / "other", other, "failed", 2), GRID)
+    assert plan.action == "refuse" and "2 records of a different grid (differs in rate_mbit, repetitions" in plan.reason
+    assert "pass run_dir=" in plan.reason
+    assert localstudy.plan_run(_attempt(tmp_path / "empty-other", other, "failed", 0), GRID).action == "measure"
+    orphan = _write_run(tmp_path / "orphan", [_record(0, "overlayfs", 4 * MB, "random", 1.0, 0.1)])
+    assert "no run.json" in localstudy.plan_run(orphan, GRID).reason
+    with pytest.raises(local.LocalRunError, match="different grid"):  # measure refuses before starting anything
+        localstudy.measure("03-local-ssd", {**asdict(GRID), "repetitions": 5, "rate_mbit": 50.0},
+                           run_dir=tmp_path / "done", progress=False)
+
+
+def test_a_broken_record_before_the_last_line_is_an_error_naming_the_line(tmp_path):
+    folder = _attempt(tmp_path / "r", GRID, "failed", 2)
+    path = folder / "raw" / "records.jsonl"
+    path.write_bytes(b"not json\n" + path.read_bytes())
+    with pytest.raises(local.LocalRunError, match=r"records.jsonl:1: not a complete record"):
+        local.recorded(folder)
+
+
+def test_run_names_differ_for_settings_the_readable_part_leaves_out():
+    assert localstudy.run_name("02", GRID) != localstudy.run_name("02", local.LocalGrid(**{**asdict(GRID),
+                                                                                           "rate_mbit": 50.0}))
+    assert localstudy.run_name("02", GRID) == localstudy.run_name("02", local.LocalGrid(**asdict(GRID)))
+
+
+def test_after_a_local_run_the_claims_table_says_local_runs_are_reported_not_judged(tmp_path):
+    from pullstudy import reproduce
+    from pullstudy.claims import UNTESTED_REASON
+    folder = tmp_path / "03-local-ssd"
+    folder.mkdir()
+    (folder / "metrics.json").write_text(json.dumps({
+        "notebook": "03-local-ssd", "metrics": {"local_run": "03-local-ssd_64MB"}, "verdicts": [], "excluded": {},
+        "charts": [], "tables": []}))
+    table = reproduce.collect_verdict_table(tmp_path).set_index("claim_id")
+    ssd = table.loc["ssd-speedup"]
+    assert ssd["verdict"] == "not testable here" and ssd["notebook"] == "03-local-ssd"
+    assert "study 03 ran on the local backend (run 03-local-ssd_64MB): local runs are reported, not judged" \
+        in ssd["reason"]
+    assert table.loc["size-growth", "reason"] == UNTESTED_REASON.format(study="01")  # other studies: not run
+    assert localstudy.reported_not_judged("03-local-ssd", {"overall_speedup": 1.2}) == []  # an archive run
+    assert {v.claim_id for v in localstudy.reported_not_judged("04-image-streaming", {"local_run": "r"})} == {
+        "streaming-synthetic", "streaming-apps", "streaming-ml", "soci-example"}

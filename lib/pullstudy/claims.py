@@ -146,6 +146,9 @@ CLAIMS: dict[str, Claim] = _claims(
 VERDICTS = ("supported", "partly supported", "not supported", "not testable here")
 
 UNTESTED_REASON = "no notebook has checked this claim yet (study {study}: its notebook has not run or is not built)"
+# A study notebook run with backend="local" measures this machine, not the published setup.
+LOCAL_RUN_REASON = ("study {study} ran on the local backend (run {run}): local runs are reported, not judged "
+                    "against the published claims; run it with backend=\"archive\" for a verdict")
 
 TABLE_COLUMNS = [
     "claim_id", "study", "claim", "figure", "verdict", "measured",

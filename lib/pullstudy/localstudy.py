@@ -3,20 +3,23 @@
 The pull-time notebooks take ``backend="local"`` and a grid; the records of a local run have the
 same schema as the archived ones, so the analysis is the same code. Each local run is kept in
 ``data/runs/<name>/`` with a catalog entry (``run.json``), so it can be listed and analysed again
-like an archived run; an existing finished run of the same grid is reused instead of measured again.
+like an archived run; an existing finished run of the same grid is reused instead of measured again,
+an unfinished one (a failed or stopped attempt) is resumed, and only a different grid is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from . import catalog, compare, pulls
+from .claims import CLAIMS, LOCAL_RUN_REASON, Verdict
 from .backends import local
 from .paths import data_dir
 
@@ -50,40 +53,101 @@ def local_runs(folder: str | Path | None = None) -> list[catalog.Run]:
     return [local.catalog_entry(p) for p in entries]
 
 
-def _finished_with(run_dir: Path, grid: local.LocalGrid) -> bool:
-    path = run_dir / "run.json"
+def _grid_json(grid: local.LocalGrid) -> dict:
+    return json.loads(json.dumps(asdict(grid)))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What to do with a run folder for a grid: ``measure`` (afresh), ``resume``, ``reuse`` or ``refuse``."""
+
+    action: str
+    reason: str
+    records: int = 0  # complete records the folder holds
+
+
+def plan_run(folder: str | Path, grid: local.LocalGrid, reuse: bool = True) -> RunPlan:
+    """Decide from the folder's run.json and records, so a failed attempt never blocks the next one.
+
+    A finished run of the grid is reused; an unfinished one (failed, interrupted, killed) is resumed
+    with its complete records, or measured afresh when it recorded nothing; records of another grid
+    (or of an unknown one) are never mixed in: refused, naming the remedy.
+    """
+    folder = Path(folder)
+    records = len(local.recorded(folder))
+    path = folder / "run.json"
+    remedy = "remove the folder, or pass run_dir= for a new one"
     if not path.is_file():
-        return False
-    doc = json.loads(path.read_text())
-    return doc.get("status") == "complete" and doc.get("grid") == json.loads(json.dumps(asdict(grid)))
+        if records:
+            return RunPlan("refuse", f"{folder} holds {records} records but no run.json, so not which grid they "
+                                     f"measured: {remedy}", records)
+        return RunPlan("measure", "new run")
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        doc = {"error": str(exc)}
+    theirs, ours = doc.get("grid") if isinstance(doc, dict) else None, _grid_json(grid)
+    if theirs != ours:
+        if not records:
+            return RunPlan("measure", "the earlier attempt in the folder recorded nothing")
+        differ = sorted(k for k in ours if not isinstance(theirs, dict) or theirs.get(k) != ours[k])
+        return RunPlan("refuse", f"{folder} holds {records} records of a different grid (differs in "
+                                 f"{', '.join(differ)}; see its run.json): {remedy}", records)
+    if doc.get("status") == "complete":
+        if reuse:
+            return RunPlan("reuse", "finished run of this grid", records)
+        return RunPlan("refuse", f"{folder} holds a finished run of this grid and reuse=False: {remedy}", records)
+    if not records:
+        return RunPlan("measure", f"the earlier attempt ({doc.get('status')}) recorded nothing")
+    return RunPlan("resume", f"the earlier attempt ({doc.get('status')}) recorded {records} of "
+                             f"{grid.pulls()} pulls", records)
 
 
 def run_name(notebook: str, grid: local.LocalGrid) -> str:
-    """A readable, grid-specific folder name, so a changed grid never reuses another grid's records."""
+    """A readable, grid-specific folder name, so a changed grid never reuses another grid's records.
+
+    It ends in a digest of the whole grid: settings the readable part leaves out (rate, delay,
+    where the disk is) also get their own folder.
+    """
     sizes = "-".join(f"{s // MB}MB" for s in grid.sizes_bytes)
     layers = "-".join(map(str, grid.layers))
     snapshotters = "" if grid.snapshotters == ("overlayfs",) else "_" + "-".join(grid.snapshotters)
+    digest = hashlib.sha256(json.dumps(_grid_json(grid), sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9._-]", "_",
                   f"{notebook}_{sizes}_L{layers}_{'-'.join(grid.contents)}_{'-'.join(grid.storage)}_"
-                  f"{'-'.join(grid.links)}{snapshotters}_r{grid.repetitions}_s{grid.seed}")
+                  f"{'-'.join(grid.links)}{snapshotters}_r{grid.repetitions}_s{grid.seed}_{digest}")
 
 
 def measure(notebook: str, grid: dict | None = None, *, run_dir: str | Path | None = None, reuse: bool = True,
             progress: bool = True) -> tuple[pd.DataFrame, Path, str]:
-    """The local records for a notebook's grid: reused if a finished run of it exists, else measured now."""
+    """The local records for a notebook's grid: reused if a finished run of it exists, resumed if an
+    unfinished one does (see :func:`plan_run`), else measured now."""
     spec = dict(GRIDS[notebook] if grid is None else grid)
     spec["sizes_bytes"] = [int(s) for s in spec["sizes_bytes"]]
     g = local.LocalGrid(**spec)
     folder = Path(run_dir) if run_dir else runs_dir() / run_name(notebook, g)
-    if reuse and _finished_with(folder, g):
+    plan = plan_run(folder, g, reuse)
+    if plan.action == "refuse":
+        raise local.LocalRunError(plan.reason)
+    if plan.action == "reuse":
         how = f"reused the finished local run in `{folder}`"
     else:
-        if folder.exists() and not _finished_with(folder, g):
-            raise local.LocalRunError(f"{folder} holds an unfinished or different run: remove it or pass run_dir")
-        local.run(g, folder, name=folder.name, progress=progress)
-        how = f"measured {g.pulls()} cold pulls on this machine into `{folder}`"
+        local.run(g, folder, name=folder.name, progress=progress, resume=True)
+        kept = f" (resumed: {plan.reason}, kept)" if plan.action == "resume" else ""
+        how = f"measured {g.pulls() - plan.records} cold pulls on this machine into `{folder}`{kept}"
     report = how + _conditions_text(folder)
     return local.load_local_run(folder), folder, report
+
+
+def reported_not_judged(notebook: str, metrics: dict) -> list[Verdict]:
+    """For a notebook that measured locally (its metrics name the ``local_run``): each claim of its study
+    as "not testable here", saying that local runs are reported, not judged. Else none."""
+    run = metrics.get("local_run")
+    if not run:
+        return []
+    study = notebook.split("-", 1)[0]
+    reason = LOCAL_RUN_REASON.format(study=study, run=run)
+    return [Verdict(c.id, "not testable here", reason, notebook=notebook) for c in CLAIMS.values() if c.study == study]
 
 
 def _conditions_text(folder: Path) -> str:

@@ -40,6 +40,8 @@ local storage (just written, so mostly in the page cache); under stargz the read
 
 Out: ``raw/records.jsonl`` (one complete line per pull, flushed as it happens), ``records.csv`` (the
 tidy table), ``conditions.json``, ``run.json`` (a catalog-style entry, see :func:`catalog_entry`).
+An unfinished run can be resumed (``run(..., resume=True)``): its complete records stay, only the
+pulls it lacks are measured, and run.json says how many were kept (``resumed_with_records``).
 """
 
 from __future__ import annotations
@@ -379,16 +381,26 @@ def _run_entry(name: str, grid: LocalGrid, machine: dict, versions: dict, condit
     }
 
 
+def _pull_key(repetition, condition: str, content: str, tag: str) -> tuple:
+    """What identifies one pull of the grid across attempts (the registry's port changes between them)."""
+    return int(repetition), str(condition), str(content), str(tag)
+
+
 def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], fd: int, name: str,
-              versions: dict, progress: bool, counter: list[int]) -> None:
-    """Every repetition: shuffle images x conditions, pull each cold, append its record at once."""
+              versions: dict, progress: bool, counter: list[int], done: frozenset = frozenset()) -> None:
+    """Every repetition: shuffle images x conditions, pull each cold, append its record at once.
+
+    ``done``: the pulls an earlier attempt recorded (:func:`_pull_key`); the shuffle is the same, they are skipped.
+    """
     rng = random.Random(grid.seed)
-    with tqdm(total=grid.repetitions * len(images) * len(available), desc=name, unit="pull",
-              disable=not progress) as bar:
+    total = grid.repetitions * len(images) * len(available)
+    with tqdm(total=total, initial=min(len(done), total), desc=name, unit="pull", disable=not progress) as bar:
         for rep in range(grid.repetitions):
             plan = [(image, cond) for image in images for cond in available]
             rng.shuffle(plan)
             for image, cond in plan:
+                if _pull_key(rep, cond.name, image["content"], image["tag"]) in done:
+                    continue
                 lazily = cond.snapshotter == lazy.SNAPSHOTTER
                 repository = lazy.lazy_repository(image["repository"]) if lazily else image["repository"]
                 ref = f"{cond.registry_host}/{repository}:{image['tag']}"
@@ -407,23 +419,57 @@ def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], f
                 bar.update()
 
 
+def recorded(out_dir: str | Path) -> list[dict]:
+    """The complete records of a run folder's raw/records.jsonl (none if absent).
+
+    Records are appended one whole line at a time, so only the last line can be torn (a crash mid-write):
+    it is not a record. A broken line before it is an error naming the line.
+    """
+    path = Path(out_dir) / "raw" / "records.jsonl"
+    if not path.is_file():
+        return []
+    lines = path.read_bytes().splitlines(keepends=True)
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            row = orjson.loads(line) if line.endswith(b"\n") else None
+        except orjson.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            if number == len(lines):
+                break
+            raise LocalRunError(f"{path}:{number}: not a complete record; the file was altered: remove the run folder")
+        rows.append(row)
+    return rows
+
+
 def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = True,
-        craft: Callable | None = None) -> Path:
+        craft: Callable | None = None, resume: bool = False) -> Path:
     """Measure the grid on this machine; returns ``out_dir``. ``craft`` defaults to pullstudy.crafter.craft.
 
     run.json's ``status`` ends as complete, failed (with the error) or interrupted (Ctrl-C, SIGTERM).
+    ``resume``: ``out_dir`` holds an unfinished attempt at this same grid (the caller checked, see
+    localstudy.plan_run): its complete records are kept and only the pulls it lacks are measured.
     """
     out = Path(out_dir)
     records_path = out / "raw" / "records.jsonl"
-    if records_path.exists() and records_path.stat().st_size:
+    kept = recorded(out) if resume else []
+    if not resume and records_path.exists() and records_path.stat().st_size:
         raise LocalRunError(f"{records_path} already has records: choose a new out_dir for run {name!r}")
     records_path.parent.mkdir(parents=True, exist_ok=True)
+    if resume:  # drop a torn last line; an empty attempt starts afresh
+        with open(records_path, "ab+") as f:
+            f.seek(0)
+            whole = sum(len(line) for line in f.read().splitlines(keepends=True)[:len(kept)])
+            f.truncate(whole)
+    done = frozenset(_pull_key(r["repetition"], r["condition"], r["content"], r["tag"]) for r in kept)
     craft = craft or _default_craft()
-    machine, versions, conditions, counter, started_at = _machine(), {}, [], [0], _now()
+    machine, versions, conditions, counter, started_at = _machine(), {}, [], [len(kept)], _now()
+    resumed = {"resumed_with_records": len(kept)} if kept else {}
 
     def status(state: str, **extra) -> None:
         _write_json(out / "run.json", _run_entry(name, grid, machine, versions, conditions, state, out,
-                                                 started_at=started_at, records=counter[0], **extra))
+                                                 started_at=started_at, records=counter[0], **resumed, **extra))
 
     def interrupted() -> None:  # runs first on any exit of the stack; a signal's cleanup runs it too
         if not finished:
@@ -453,7 +499,7 @@ def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = Tru
                     raise LocalRunError(f"{exc}; no pull was measured, no record written") from exc
             status("running")
             stack.enter_context(Cleanup(interrupted, f"status of run {name}"))
-            _pull_all(grid, images, available, fd, name, versions, progress, counter)
+            _pull_all(grid, images, available, fd, name, versions, progress, counter, done)
             finished = True
     except BaseException as exc:
         finished = True
