@@ -107,6 +107,7 @@ def test_verdict_table_fills_untested_claims_and_keeps_duplicates() -> None:
     assert list(table.columns) == [
         "claim_id", "study", "claim", "figure", "verdict", "measured", "value", "ci_low",
         "ci_high", "unit", "n", "reason", "notebook",
+        "kind", "within_ci_low", "within_ci_high", "clusters", "noise_floor",
     ]
     assert len(table) == 13
     assert list(dict.fromkeys(table["claim_id"])) == EXPECTED_IDS
