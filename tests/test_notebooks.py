@@ -96,7 +96,7 @@ def test_a_comparison_notebook_takes_any_pair_of_catalog_runs(tmp_path, raw):
     """The earlier round's runs, never named in the analysis code, go through the same notebook."""
     runs = run_notebooks(notebooks_dir(), tmp_path, only=["03-local-ssd"], progress=False,
                          parameters={"baseline_run": "pulling-test/run1", "treatment_run": "pulling-test/run2",
-                                     "cluster_nodes": [4, 8], "n_boot": 100})
+                                     "cluster_nodes": [4, 8], "n_boot": 200})
     assert runs[-1].ok, runs[-1].error
     metrics = json.loads((tmp_path / "03-local-ssd" / "metrics.json").read_text())
     assert metrics["metrics"]["overall_speedup"]["images"] == 38
@@ -104,7 +104,7 @@ def test_a_comparison_notebook_takes_any_pair_of_catalog_runs(tmp_path, raw):
 
 def test_a_comparison_notebook_refuses_runs_without_common_images(tmp_path, raw):
     runs = run_notebooks(notebooks_dir(), tmp_path, only=["02-registry-proximity"], progress=False,
-                         parameters={"treatment_run": "pulling-test/streaming", "n_boot": 100})
+                         parameters={"treatment_run": "pulling-test/streaming", "n_boot": 200})
     assert not runs[-1].ok
     assert "ComparisonError" in runs[-1].error and "no image in common" in runs[-1].error
 
@@ -157,7 +157,7 @@ def test_a_comparison_notebook_measures_on_this_machine(tmp_path, monkeypatch):
     grid = {"sizes_bytes": [4_000_000, 16_000_000], "layers": [2], "contents": ["zeros", "random"],
             "storage": ["disk", "tmpfs"], "links": ["loopback"], "repetitions": 2}
     runs = run_notebooks(notebooks_dir(), tmp_path / "results", only=["03-local-ssd"], progress=False,
-                         parameters={"backend": "local", "local_grid": grid, "n_boot": 100})
+                         parameters={"backend": "local", "local_grid": grid, "n_boot": 200})
     assert runs[-1].ok, runs[-1].error
     metrics = json.loads((tmp_path / "results/03-local-ssd/metrics.json").read_text())
     assert metrics["verdicts"] == []  # local runs are reported, not judged against the GKE claims
@@ -180,7 +180,7 @@ def test_the_streaming_notebook_measures_eager_and_lazy_pulls_on_this_machine(tm
     grid = {"sizes_bytes": [2_000_000, 8_000_000], "layers": [2], "contents": ["random"], "storage": ["disk"],
             "links": ["rate-limited"], "rate_mbit": 50, "snapshotters": ["overlayfs", "stargz"], "repetitions": 2}
     runs = run_notebooks(notebooks_dir(), tmp_path / "results", only=["04-image-streaming"], progress=False,
-                         parameters={"backend": "local", "local_grid": grid, "n_boot": 100})
+                         parameters={"backend": "local", "local_grid": grid, "n_boot": 200})
     assert runs[-1].ok, runs[-1].error
     folder = tmp_path / "results/04-image-streaming"
     metrics = json.loads((folder / "metrics.json").read_text())
