@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import noise, rules, stats
 from .claims import CLAIMS, Verdict
-from .pulls import GB
+from .pulls import GB, replicate_units
 
 
 class ComparisonError(ValueError):
@@ -58,21 +58,6 @@ class Comparison:
         est, lo, hi = self.typical
         return rules.Effect(est, lo, hi, clusters=(self.clusters.get("baseline", 0),
                                                    self.clusters.get("treatment", 0)), floor=self.floor)
-
-
-def replicate_units(pulls: pd.DataFrame) -> pd.Series:
-    """The unit of replication of each pull: its cluster instance, or a local run's repetition."""
-    from .scale import cluster_instances
-
-    run = pulls["run"].astype(str) if "run" in pulls.columns else pd.Series("", index=pulls.index)
-    if "repetition" in pulls.columns and pulls["repetition"].notna().all():
-        return run + " rep " + pulls["repetition"].astype(str)
-    if {"source", "node", "pulled_at"} <= set(pulls.columns):
-        instance = cluster_instances(pulls)
-    else:  # records without provenance (synthetic tables): one cluster per run and size
-        instance = pd.Series(1, index=pulls.index)
-    return (run + " @" + pulls["cluster_nodes"].astype("string").fillna("?")
-            + " #" + instance.astype(str))
 
 
 def _image_rows(groups, keys: list[str], time: str, margin: float, n_boot: int, seed: int) -> pd.DataFrame:

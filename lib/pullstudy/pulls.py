@@ -143,3 +143,23 @@ def transfer_table(df: pd.DataFrame, by: tuple[str, ...] = ("layers", "size_byte
            .agg(image_size_reported=("image_size_reported", "median"), pulls=("pull_wait_s", "size")))
     t["compression_ratio"] = t["size_bytes"] / t["image_size_reported"]
     return t
+
+
+def replicate_units(pulls: pd.DataFrame) -> pd.Series:
+    """The unit of replication of each pull: its cluster instance, or a local run's repetition.
+
+    Each cluster size of an archived run was created and deleted on its own (and a size may hold
+    several clusters: :func:`pullstudy.scale.cluster_instances`); pulls in one cluster share its
+    disks and network, so the cluster, not the pull, is what re-running varies.
+    """
+    from .scale import cluster_instances
+
+    run = pulls["run"].astype(str) if "run" in pulls.columns else pd.Series("", index=pulls.index)
+    if "repetition" in pulls.columns and pulls["repetition"].notna().all():
+        return run + " rep " + pulls["repetition"].astype(str)
+    if {"source", "node", "pulled_at"} <= set(pulls.columns):
+        instance = cluster_instances(pulls)
+    else:  # records without provenance (synthetic tables): one cluster per run and size
+        instance = pd.Series(1, index=pulls.index)
+    nodes = pulls["cluster_nodes"].astype("string").fillna("?") if "cluster_nodes" in pulls.columns else "?"
+    return run + " @" + nodes + " #" + instance.astype(str)

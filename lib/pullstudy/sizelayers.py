@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from . import stats
+from . import rules, stats
 from .claims import Verdict
-from .pulls import GB
+from .pulls import GB, replicate_units
 
 NOT_TESTABLE = "not testable here"
 MIN_SIZES = 3  # a trend needs at least three sizes (verdict_size_growth refuses fewer too)
@@ -106,7 +106,34 @@ def layer_difference(df: pd.DataFrame, time: str = "pull_wait_s", *, by: tuple[s
     out = pd.DataFrame(rows)
     out["median_few_s"] = [df.loc[(df["layers"] == few) & _match(df, by, r), time].median() for _, r in out.iterrows()]
     out["ratio"] = (out["median_few_s"] + out["difference_s"]) / out["median_few_s"]
+    out.attrs["median_over_sizes"] = median_difference_over_sizes(df, time, by=by, n_boot=n_boot, seed=seed)
     return out
+
+
+def median_difference_over_sizes(df: pd.DataFrame, time: str = "pull_wait_s", *, by: tuple[str, ...] = ("size_bytes",),
+                                 n_boot: int = 2000, seed: int = 0) -> dict:
+    """The central estimate of the layer effect: the median over sizes of (many - few layers), cluster-level CI.
+
+    Few- and many-layer images were pulled in the same clusters, so clusters are drawn once per
+    resample for both (:func:`pullstudy.stats.cluster_bootstrap_group_medians`).
+    """
+    few, many = int(df["layers"].min()), int(df["layers"].max())
+    data = df.assign(cluster_id=replicate_units(df))
+    groups, point, boot, k = stats.cluster_bootstrap_group_medians(data, time, group=[*by, "layers"], n_boot=n_boot,
+                                                                   seed=seed)
+    index = {g: i for i, g in enumerate(groups)}
+    diffs, boots = [], []
+    for key in sorted({g[:-1] for g in groups}):
+        if key + (many,) in index and key + (few,) in index:
+            i, j = index[key + (many,)], index[key + (few,)]
+            diffs.append(point[i] - point[j])
+            boots.append(boot[:, i] - boot[:, j])
+    if not diffs:
+        return {"estimate": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "clusters": k, "sizes": 0}
+    with np.errstate(all="ignore"):
+        dist = np.nanmedian(np.column_stack(boots), axis=1)
+    low, high = stats.interval_of(dist)
+    return {"estimate": float(np.median(diffs)), "ci_low": low, "ci_high": high, "clusters": k, "sizes": len(diffs)}
 
 
 def _match(df: pd.DataFrame, by, row) -> pd.Series:
@@ -118,79 +145,87 @@ def _match(df: pd.DataFrame, by, row) -> pd.Series:
 
 def verdict_size_growth(df: pd.DataFrame, time: str = "pull_wait_s", *, claimed_s: float = 120.0,
                         tolerance: float = 0.25, n_boot: int = 2000, seed: int = 0) -> Verdict:
-    """Claim size-growth: pull time grows with size; the largest image took about `claimed_s`."""
-    medians = df.groupby("size_bytes")[time].median().sort_index()
-    if len(medians) < 3:
-        return Verdict("size-growth", "not testable here", f"only {len(medians)} image sizes in the data")
-    rho, p = sps.spearmanr(df["size_bytes"].astype(float), df[time])
-    monotonic = bool(np.all(np.diff(medians.to_numpy()) > 0))
-    largest = df[df["size_bytes"] == medians.index[-1]][time]
-    ci = stats.bootstrap_median_ci(largest, n_boot=n_boot, seed=seed)
+    """Claim size-growth (rule ``trend``): pull time grows with size; the largest image took about `claimed_s`.
+
+    The trend: the log-log slope of the median pull time on the image size, with a cluster-level
+    interval (clusters resampled, then pulls within them; every size was pulled in the same
+    clusters). The figure: the largest image's median, with its cluster-level interval, against
+    ``claimed_s`` ± ``tolerance`` (the source says "about"). Supported when the slope's interval
+    lies above 0 and the figure is consistent; partly when only the slope holds.
+    """
+    sizes = sorted(df["size_bytes"].dropna().unique())
+    if len(sizes) < MIN_SIZES:
+        return Verdict("size-growth", "not testable here", f"only {len(sizes)} image sizes in the data")
+    data = df.assign(cluster_id=replicate_units(df))
+    groups, point, boot, k = stats.cluster_bootstrap_group_medians(data, time, group="size_bytes", n_boot=n_boot,
+                                                                   seed=seed)
+    x = np.log(np.asarray(groups, float))
+    xc = x - x.mean()
+
+    def slope(medians):
+        return (np.log(medians) - np.log(medians).mean()) @ xc / (xc @ xc)
+
+    with np.errstate(all="ignore"):
+        dist = np.array([slope(row) for row in boot])
+    s_low, s_high = stats.interval_of(dist)
+    est = float(slope(point))
+    l_low, l_high = stats.interval_of(boot[:, -1])
+    largest = point[-1]
     lo, hi = claimed_s * (1 - tolerance), claimed_s * (1 + tolerance)
-    figure_ok = ci.ci_low <= hi and ci.ci_high >= lo
-    grows = monotonic and rho > 0.8 and p < 0.001
-    size_gb = medians.index[-1] / GB
-    measured = (f"largest image ({size_gb:.1f} GB): median {ci.median:.1f} s [{ci.ci_low:.1f}, {ci.ci_high:.1f}], "
-                f"n={ci.n}; Spearman rho={rho:.2f} over {len(df)} pulls")
-    if grows and figure_ok:
-        verdict, why = "supported", (f"medians rise at every one of {len(medians)} sizes (rho={rho:.2f}, p={p:.1e}) "
-                                     f"and the largest image's CI overlaps 'about 2 minutes' ({lo:.0f}-{hi:.0f} s)")
-    elif grows:
-        verdict, why = "partly supported", (f"pull time grows with size (rho={rho:.2f}) but the largest image's "
-                                            f"median CI lies outside {lo:.0f}-{hi:.0f} s")
-    else:
-        verdict, why = "not supported", (f"medians are not increasing with size at every step "
-                                         f"(monotonic={monotonic}, rho={rho:.2f}, p={p:.1e})")
-    return Verdict("size-growth", verdict, why, measured=measured, value=ci.median, ci_low=ci.ci_low,
-                   ci_high=ci.ci_high, unit="s", n=ci.n)
+    figure_ok = l_low <= hi and l_high >= lo
+    rho, p = sps.spearmanr(df["size_bytes"].astype(float), df[time])
+    size_gb = groups[-1] / GB
+    n_largest = int(df["size_bytes"].eq(groups[-1]).sum())
+    measured = (f"log-log slope of the median pull time on size {est:.2f} [{s_low:.2f}, {s_high:.2f}] "
+                f"(cluster-level 95% CI, {k} clusters{'; one cluster: within-cluster variation only' if k < 2 else ''}) "
+                f"over {len(groups)} sizes; largest image ({size_gb:.1f} GB): median {largest:.1f} s "
+                f"[{l_low:.1f}, {l_high:.1f}], n={n_largest}; Spearman rho={rho:.2f} over {len(df)} pulls")
+    verdict, why = rules.decide_trend(s_low, s_high, sub_claims={
+        f"the largest image's median is consistent with 'about {claimed_s:.0f} s' ({lo:.0f}-{hi:.0f} s)": figure_ok})
+    return Verdict("size-growth", verdict, f"{why}; {measured}", measured=measured, value=largest, ci_low=l_low,
+                   ci_high=l_high, unit="s", n=n_largest, clusters=str(k))
 
 
 def verdict_layers_no_effect(diff: pd.DataFrame, *, bound_s: float = 10.0) -> Verdict:
-    """Claim layers-no-effect: layers don't seem to matter, at most ~`bound_s` slower for many layers.
+    """Claim layers-no-effect (rule ``bound``): at most ~`bound_s` slower with many layers.
 
-    "No effect" is not read from an absence of evidence: the claimed bound is tested as an equivalence
-    margin (every size's CI of the difference inside +-bound_s). Within the bound and no difference
-    detectable at most sizes: supported. Within the bound but a real difference: partly supported.
-    A size whose whole CI lies beyond the bound: not supported. Otherwise too uncertain to tell.
+    The central estimate is the median over sizes of (many - few layers) with its cluster-level
+    interval (``diff.attrs["median_over_sizes"]``, from :func:`layer_difference`): supported when
+    its upper end is at most the bound, not supported when its lower end exceeds it, partly
+    supported in between. How many sizes' own intervals lie inside or beyond the bound is
+    reported, but a single size never decides.
     """
     if diff.empty:
         return Verdict("layers-no-effect", "not testable here", "no sizes with both layer counts")
     few, many = int(diff["layers_few"].iloc[0]), int(diff["layers_many"].iloc[0])
+    central = diff.attrs.get("median_over_sizes") or median_of_size_cis(diff)
     detectable = diff[(diff["ci_low"] > 0) | (diff["ci_high"] < 0)]
     within = diff[(diff["ci_low"] >= -bound_s) & (diff["ci_high"] <= bound_s)]
     beyond = diff[(diff["ci_low"] > bound_s) | (diff["ci_high"] < -bound_s)]
     worst = diff.loc[diff["difference_s"].abs().idxmax()]
-    typical = float(diff["difference_s"].median())
     small = diff[diff["size_bytes"] <= diff["size_bytes"].median()]
-    measured = (f"{many} vs {few} layers: median difference {typical:+.1f} s over {len(diff)} sizes "
-                f"(largest {worst['difference_s']:+.1f} s [{worst['ci_low']:.1f}, {worst['ci_high']:.1f}] at "
-                f"{worst['size_bytes'] / GB:.2f} GB); CI excludes 0 at {len(detectable)} of {len(diff)} sizes, "
-                f"inside +-{bound_s:.0f} s at {len(within)}")
-    matters = len(detectable) * 2 > len(diff)
-    parts = []
-    if matters:
-        parts.append(f"layers do matter: {many} layers add {typical:.1f} s (median over sizes), detectable at "
-                     f"{len(detectable)} of {len(diff)} sizes and {small['ratio'].median():.1f}x the pull time of "
-                     f"the smaller half of the images")
-    if len(beyond):
-        parts.append(f"at {len(beyond)} sizes the whole CI lies beyond the claimed {bound_s:.0f} s")
-    elif len(within) < len(diff):
-        parts.append(f"the claimed bound of {bound_s:.0f} s holds at {len(within)} sizes; at "
-                     f"{len(diff) - len(within)} the CI is too wide to tell")
-    else:
-        parts.append(f"every size's CI lies inside the claimed +-{bound_s:.0f} s")
-    if len(beyond):
-        verdict = "not supported"
-    elif matters or len(within) < len(diff):
-        verdict = "partly supported"
-    else:
-        verdict = "supported"
-        parts.insert(0, "no difference detectable at most sizes")
-    why = "; ".join(parts)
-    # The value tested against the bound is the largest difference; its CI is that size's own.
-    return Verdict("layers-no-effect", verdict, why, measured=measured, value=float(worst["difference_s"]),
-                   ci_low=float(worst["ci_low"]), ci_high=float(worst["ci_high"]), unit="s (largest difference)",
-                   n=int(diff["n_few"].sum() + diff["n_many"].sum()))
+    k = central.get("clusters")
+    effect = rules.Effect(central["estimate"], central["ci_low"], central["ci_high"])
+    measured = (f"{many} vs {few} layers: median over {len(diff)} sizes of the difference "
+                f"{effect.estimate:+.1f} s [{effect.ci_low:+.1f}, {effect.ci_high:+.1f}]"
+                + (f" (cluster-level 95% CI, {k} clusters)" if k else "")
+                + f"; per size: CI excludes 0 at {len(detectable)}, inside ±{bound_s:.0f} s at {len(within)}, "
+                f"beyond it at {len(beyond)}; largest difference {worst['difference_s']:+.1f} s at "
+                f"{worst['size_bytes'] / GB:.2f} GB; on the smaller half of the images {many} layers take "
+                f"{small['ratio'].median():.1f}x the time of {few}")
+    verdict, why = rules.decide_bound(effect, bound_s)
+    return Verdict("layers-no-effect", verdict, f"{why}; {measured}", measured=measured, value=effect.estimate,
+                   ci_low=effect.ci_low, ci_high=effect.ci_high, unit="s (median difference over sizes)",
+                   n=int(diff["n_few"].sum() + diff["n_many"].sum()), clusters=str(k) if k else "")
+
+
+def median_of_size_cis(diff: pd.DataFrame) -> dict:
+    """Fallback central estimate for a table without resamples: medians of the per-size estimates and limits.
+
+    Conservative only in spirit (no cluster resampling); used for tables built by hand.
+    """
+    return {"estimate": float(diff["difference_s"].median()), "ci_low": float(diff["ci_low"].median()),
+            "ci_high": float(diff["ci_high"].median()), "clusters": None}
 
 
 def fit_models(df: pd.DataFrame, *, split_bytes: float | None = 1e9, time: str = "pull_wait_s",

@@ -628,3 +628,36 @@ def cluster_median_of_ratios_ci(cb: ClusterBootstrap, *, confidence: float = 0.9
     med = med[np.isfinite(med)]
     low, high = _percentile_interval(med, confidence)
     return float(math.exp(np.median(cb.point))), math.exp(low), math.exp(high)
+
+
+def cluster_bootstrap_group_medians(
+    df: pd.DataFrame, value: str, *, group: str | Sequence[str], cluster: str = "cluster_id",
+    n_boot: int = 2000, seed: int = 0,
+) -> tuple[list, FloatArray, FloatArray, int]:
+    """Per-group medians under the two-stage (clusters, then pulls) bootstrap, clusters shared by all groups.
+
+    For contrasts between groups measured in the same clusters (few vs many layers, small vs large
+    images): one draw of clusters per resample serves every group, so what a cluster shares cancels
+    as it would on re-running. Returns (groups, point medians, boot (n_boot, groups), clusters).
+    """
+    _check_bootstrap_args(n_boot, 0.95)
+    keys = [group] if isinstance(group, str) else list(group)
+    data = df[[*keys, cluster, value]].dropna(subset=[value])
+    ids = sorted(data[cluster].unique().tolist(), key=str)
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, max(len(ids), 1), size=(n_boot, max(len(ids), 1)))
+    groups, point, boots = [], [], []
+    for key, g in data.groupby(keys, sort=True):
+        by_cluster = [np.sort(g.loc[g[cluster] == c, value].to_numpy(float)) for c in ids]
+        groups.append(key[0] if isinstance(key, tuple) and len(keys) == 1 else key)
+        point.append(float(np.median(g[value].to_numpy(float))))
+        boots.append(_cluster_medians(by_cluster, pick, rng))
+    boot = np.column_stack(boots) if boots else np.empty((n_boot, 0))
+    return groups, np.asarray(point, float), boot, len(ids)
+
+
+def interval_of(boot: ArrayLike, confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of a bootstrap distribution, NaN resamples left out."""
+    b = np.asarray(boot, float)
+    b = b[np.isfinite(b)]
+    return _percentile_interval(b, confidence) if b.size else (NAN, NAN)
