@@ -47,6 +47,7 @@ class Comparison:
     floor: rules.NoiseFloor | None = None
     nulls: pd.DataFrame | None = None  # the null comparisons behind the floor
     replications: list["Comparison"] = field(default_factory=list)  # the same change in other rounds
+    replications_missing: list[str] = field(default_factory=list)  # ... that could not be compared here, why
 
     def effect(self) -> rules.Effect:
         """The overall speedup as the verdict rules see it."""
@@ -162,6 +163,9 @@ def _across_rounds(claim_id: str, c: Comparison, decide) -> Verdict:
             v, w = decide(r)
             rounds.append((f"{r.treatment} vs {r.baseline}", v, f"{w}; {r.effect().text()}"))
         verdict, why = rules.combine_rounds(rounds)
+    elif c.replications_missing:
+        why += ("; the same change in another round could not be compared here, so this rests on one round: "
+                + "; ".join(c.replications_missing))
     elif c.nulls is not None:
         why += "; no other round of the archive tested this change"
     return _verdict(claim_id, c, verdict, why, overall_text(c))
@@ -308,6 +312,7 @@ def attach_reruns(c: Comparison, cluster_nodes, *, require_size: bool = False, n
             r, _ = _compare_archived(a, b, cluster_nodes, **opts)
         except (ComparisonError, RuntimeError) as exc:
             lines.append(f"* the same change in another round, **{b} vs {a}**, could not be compared: {exc}")
+            c.replications_missing.append(f"{b} vs {a} ({str(exc).split(';')[0]})")
             continue
         attach_reruns(r, cluster_nodes, require_size=require_size, n_boot=n_boot, seed=seed, replicate=False)
         c.replications.append(r)
