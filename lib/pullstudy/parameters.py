@@ -23,6 +23,7 @@ from __future__ import annotations
 import ast
 import difflib
 import numbers
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -154,7 +155,10 @@ def _range_ordered(values: dict) -> str | None:
 
 def _spack_among_sets(values: dict) -> str | None:
     names = [Path(s).name for s in values["sets"]]
-    if values["spack_set"] in names:
+    # a set as given or any tail of its path (similarity/spack, spack); or a catalog set not chosen
+    # (the spack part is then reported not testable): similarity.resolve_label reads it the same way
+    tails = {"/".join(Path(s).parts[-n:]) for s in values["sets"] for n in range(1, len(Path(s).parts) + 1)}
+    if values["spack_set"] in tails or values["spack_set"] in _known("set"):
         return None
     return f"spack_set={values['spack_set']!r} is not one of the sets' names; allowed: " + \
         ", ".join(repr(n) for n in names)
@@ -278,8 +282,11 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     A default that is not a literal is given as its source text.
     """
     import papermill as pm  # slow to import; only needed here
+    from nbformat.validator import MissingIDFieldWarning
 
-    found = pm.inspect_notebook(str(path))
+    with warnings.catch_warnings():  # about the notebook's format, not its parameters: not for this check
+        warnings.simplefilter("ignore", MissingIDFieldWarning)
+        found = pm.inspect_notebook(str(path))
     defaults = {}
     for name, info in found.items():
         try:

@@ -301,6 +301,10 @@ def run_notebooks(
                 say(f"[{i}/{len(notebooks)}] {notebook.stem} FAILED after {seconds:.1f} s")
                 bar.update()
                 break
+            finally:
+                log = out_dir / KERNEL_LOG
+                if log.is_file() and log.stat().st_size == 0:
+                    log.unlink()  # the usual case: the kernel had nothing to say
             seconds = time.monotonic() - start
             runs.append(NotebookRun(notebook.stem, notebook, output_path, True, seconds))
             say(f"[{i}/{len(notebooks)}] {notebook.stem} OK in {seconds:.1f} s")
