@@ -46,6 +46,7 @@ pulls it lacks are measured, and run.json says how many were kept (``resumed_wit
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -554,7 +555,8 @@ def load_local_run(path: str | Path) -> pd.DataFrame:
 def catalog_entry(path: str | Path) -> catalog.Run:
     """The run as a catalog.Run, so it can be listed and selected with the archived runs."""
     doc = json.loads((_out_dir(path) / "run.json").read_text())
-    fields = {k: doc[k] for k in catalog.Run.__dataclass_fields__}
+    fields = {f.name: doc[f.name] for f in dataclasses.fields(catalog.Run)  # a later optional field: its default
+              if f.name in doc or f.default is dataclasses.MISSING}
     fields["files"] = tuple(catalog.RunFile(**f) for f in fields["files"])
     fields["node_counts"] = tuple(fields["node_counts"])
     return catalog.Run(**fields)
