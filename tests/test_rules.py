@@ -213,3 +213,16 @@ def test_null_comparisons_and_the_floor_are_computed_not_typed(raw):
     assert "cluster-level" in v.reason and "3 + 3 clusters" in v.reason and f"x{c.floor.factor:.3g}" in v.reason
     rounds = compare.rounds_table(c)
     assert {"this comparison", "null (same conditions)"} <= set(rounds["role"])
+
+
+def test_how_sure_section_has_the_forest_plot_a_sentence_per_claim_and_the_rules(tmp_path):
+    from pullstudy import uncertainty_figures
+
+    c = compared(1.4, floor=1.2, noise=0.01, cluster_sd=0.001)
+    table = claims.verdict_table([compare.verdict_speedup(c, "ssd-speedup", 1.4),
+                                  compare.verdict_no_difference(compared(1.0), "registry-no-effect")])
+    html = uncertainty_figures.how_sure_html(table, tmp_path)
+    assert (tmp_path / "how-sure.png").stat().st_size > 0 and 'src="how-sure.png"' in html
+    assert "ssd-speedup: supported; measured 1.4" in html and "clears the noise floor x1.2" in html
+    for kind in rules.RULES:
+        assert f"<td>{kind}</td>" in html

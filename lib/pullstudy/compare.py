@@ -53,7 +53,16 @@ class Comparison:
         """The overall speedup as the verdict rules see it."""
         o, w = self.overall_cluster or self.overall, self.overall
         k = (self.clusters.get("baseline", 0), self.clusters.get("treatment", 0))
-        return rules.Effect(o.ratio, o.ci_low, o.ci_high, w.ci_low, w.ci_high, k, self.floor)
+        return rules.Effect(o.ratio, o.ci_low, o.ci_high, w.ci_low, w.ci_high, k, self.floor, self.floor_note())
+
+    def floor_note(self) -> str:
+        """Why no floor stands beside this comparison (empty when one does)."""
+        if self.floor is not None or self.nulls is None:
+            return ""
+        if self.nulls.empty:
+            return "the catalog holds no re-run of either arm's conditions"
+        pairs = ", ".join(f"{r.treatment} vs {r.baseline}" for r in self.nulls.itertuples())
+        return f"re-runs of these conditions are catalogued ({pairs}) but could not be compared here"
 
     def typical_effect(self) -> rules.Effect:
         est, lo, hi = self.typical
@@ -317,8 +326,7 @@ def attach_reruns(c: Comparison, cluster_nodes, *, require_size: bool = False, n
         attach_reruns(r, cluster_nodes, require_size=require_size, n_boot=n_boot, seed=seed, replicate=False)
         c.replications.append(r)
         lines.append(f"* the same change in another round: **{b} vs {a}**, {r.effect().text()}")
-    lines.append("* " + (c.floor.text() if c.floor else "no re-run of either arm's conditions is archived here: "
-                         "the noise floor is unknown"))
+    lines.append("* " + (c.floor.text() if c.floor else f"{c.floor_note()}: the noise floor is unknown"))
     return "\n".join(lines)
 
 

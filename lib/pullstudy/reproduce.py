@@ -40,6 +40,7 @@ from pullstudy import completeness, localstudy, paths
 from pullstudy.claims import VERDICTS, Verdict, verdict_table, verdicts_from_dicts
 from pullstudy.parameters import SET_BY_RUNNER, SPECS, ParameterError, close_matches, notebook_parameters, validate
 from pullstudy.results import METRICS_FILE, load_metrics
+from pullstudy.uncertainty_figures import how_sure_html
 
 KERNEL = "python3"
 INDEX = "index.html"
@@ -557,6 +558,7 @@ Claims table: <a href="{CLAIMS_CSV}">{CLAIMS_CSV}</a></p>
 <h2 id="claims">The published claims</h2>
 <p>{summary}</p>
 {_claims_html(table)}
+{how_sure_html(table, results_root)}
 {overview_html}
 {chr(10).join(sections) if sections else '<p class="muted">No notebook results yet.</p>'}
 </body></html>

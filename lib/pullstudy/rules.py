@@ -99,6 +99,7 @@ class Effect:
     within_high: float = math.nan
     clusters: tuple[int, int] | None = None  # clusters behind (baseline, treatment)
     floor: NoiseFloor | None = None
+    floor_note: str = ""  # why there is no floor, when there is none
 
     def text(self, unit: str = "x") -> str:
         s = f"{self.estimate:.3g}{unit} [{self.ci_low:.3g}, {self.ci_high:.3g}]"
@@ -113,7 +114,7 @@ class Effect:
         if self.floor is not None:
             s += f"; {self.floor.text()}"
         elif self.clusters is not None:
-            s += "; no re-run of these conditions is archived, so the noise floor is unknown"
+            s += f"; {self.floor_note or 'no re-run of these conditions is archived'}, so the noise floor is unknown"
         return s
 
     def clears_floor(self) -> bool | None:

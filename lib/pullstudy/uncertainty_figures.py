@@ -81,7 +81,9 @@ def forest_chart(claims_table: pd.DataFrame, *, title: str = "How sure are we: e
     if rows.empty:
         return None
     panels = []
-    for unit, g in rows.groupby("unit", sort=False):
+    # every speedup (whatever its wording) on one log axis; seconds and slopes each on their own
+    rows["panel"] = rows["unit"].astype(str).map(lambda u: "x (speedup, baseline / treatment)" if u.startswith("x") else u)
+    for unit, g in rows.groupby("panel", sort=False):
         ratio = str(unit).startswith("x")
         scale = alt.Scale(type="log", nice=False, padding=20) if ratio else alt.Scale(zero=False, padding=20)
         y = alt.Y("claim_id:N", title=None, sort=list(g["claim_id"]))
@@ -106,3 +108,30 @@ def forest_chart(claims_table: pd.DataFrame, *, title: str = "How sure are we: e
     sub = ("thick: cluster-level 95% CI (used by the verdicts); thin: within-run 95% CI; shaded: the widest "
            "noise floor between re-runs of the same conditions")
     return alt.vconcat(*panels).properties(title=alt.Title(title, subtitle=sub))
+
+
+def how_sure_html(claims_table: pd.DataFrame, results_root) -> str:
+    """The results page's "How sure are we" section: the forest plot (saved beside the page) and one
+    sentence per claim, then the verdict rule of each kind of claim."""
+    from html import escape
+
+    from .charts import apply_theme, save_chart
+    from .rules import rules_table
+
+    apply_theme()
+    rows = forest_table(claims_table)
+    parts = ['<h2 id="how-sure">How sure are we</h2>']
+    chart = forest_chart(claims_table)
+    if chart is not None:
+        save_chart(chart, results_root, "how-sure")
+        parts.append('<p><a href="how-sure.html"><img src="how-sure.png" alt="forest plot of every claim\'s '
+                     'effect with both intervals and the noise floor" style="max-width:100%"></a></p>')
+        parts.append("<ul>" + "".join(f"<li>{escape(s)}</li>" for s in rows["sentence"]) + "</ul>")
+    else:
+        parts.append('<p class="muted">No verdict with a measured interval yet.</p>')
+    rules = rules_table()
+    parts.append("<h3>The verdict rule of each kind of claim</h3><table><tr><th>kind</th><th>rule</th>"
+                 "<th>claims</th></tr>" + "".join(f"<tr><td>{escape(r.kind)}</td><td>{escape(r.rule)}</td>"
+                                                 f"<td>{escape(r.claims)}</td></tr>" for r in rules.itertuples())
+                 + "</table>")
+    return "\n".join(parts)
