@@ -246,6 +246,28 @@ def transferred_fraction(pulls: pd.DataFrame) -> float:
     return float(np.median(per_image["reported"].astype(float) / per_image["built"].astype(float)))
 
 
+def transfer_text(transfer: pd.DataFrame, fraction: float, c: Comparison) -> str:
+    """What the bytes transferred say about a registry comparison, in a sentence or two for the notebook.
+
+    Where the images encode no built size (application images), the share of it transferred cannot
+    be computed, and the text says so instead of failing.
+    """
+    sized = transfer.dropna(subset=["size_bytes", "image_size_reported"])
+    if sized.empty:
+        moved = transfer["image_size_reported"].dropna()
+        return ("These images' tags encode no built size, so the share of it that crossed the network cannot be "
+                "computed" + (f"; the runtime reported {moved.median() / 1e6:.1f} MB per image (median)"
+                              if len(moved) else "") + ".")
+    largest = sized.sort_values("size_bytes").iloc[-1]
+    slowest = c.per_image["baseline_pull_wait_s_median"].max()
+    return (f"The largest image, built to **{largest.size_bytes / 1e9:.1f} GB**, transferred "
+            f"**{largest.image_size_reported / 1e6:.1f} MB** ({largest.compression_ratio:.0f}x compression); over all "
+            f"images the median pull moved **{fraction:.2%}** of the image's size over the network. At even 100 MB/s "
+            f"that is {largest.image_size_reported / 100e6:.2f} s of a {slowest:.0f} s pull. Where that fraction is "
+            "tiny the time is spent decompressing and writing, and a closer registry cannot show; with "
+            "incompressible content (the local backend's `random` images) the bytes really travel.")
+
+
 def _compare_archived(baseline: str, treatment: str, cluster_nodes, *, time: str, margin: float, n_boot: int,
                       seed: int, require_size: bool, out=None) -> tuple[Comparison, str]:
     from .pulls import load_for_analysis

@@ -139,7 +139,7 @@ def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed:
 
 def transfer_table(df: pd.DataFrame, by: tuple[str, ...] = ("layers", "size_bytes")) -> pd.DataFrame:
     """Built (uncompressed) size against the bytes the runtime reported pulling, per image."""
-    t = (df.groupby(list(by), as_index=False)
+    t = (df.groupby(list(by), as_index=False, dropna=False)  # images without a built size stay, as NaN
            .agg(image_size_reported=("image_size_reported", "median"), pulls=("pull_wait_s", "size")))
     t["compression_ratio"] = t["size_bytes"] / t["image_size_reported"]
     return t

@@ -202,7 +202,7 @@ def decide_trend(ci_low: float, ci_high: float, *, sub_claims: dict[str, bool] |
     if failed:
         return "partly supported", "the trend holds, but not: " + "; ".join(failed)
     return "supported", f"the slope's interval [{ci_low:.3g}, {ci_high:.3g}] lies on the claimed side of 0" + (
-        " and " + "; ".join(sub_claims) + " hold" if sub_claims else "")
+        "; and " + "; ".join(sub_claims) if sub_claims else "")
 
 
 def decide_checklist(conditions: dict[str, bool]) -> tuple[str, str]:
