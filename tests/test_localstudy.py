@@ -85,7 +85,8 @@ def test_compare_by_content_records_tables_and_metrics(eager_lazy):
     out = Recorder()
     localstudy.compare_by_content(eager_lazy, "snapshotter", "overlayfs", "stargz", out=out, label="x-", n_boot=100)
     assert set(out.tables) == {"x-speedup-per-image-random", "x-speedup-per-image-zeros"}
-    assert set(out.metrics["x-overall_speedup[random]"]) == {"ratio", "ci_low", "ci_high", "images"}
+    assert set(out.metrics["x-overall_speedup[random]"]) == {"ratio", "ci_low", "ci_high", "images", "within_ci_low",
+                                                            "within_ci_high", "replicates", "noise_floor"}
     assert out.metrics["x-overall_speedup[zeros]"]["images"] == 2
 
 
@@ -202,3 +203,36 @@ def test_after_a_local_run_the_claims_table_says_local_runs_are_reported_not_jud
     assert localstudy.reported_not_judged("03-local-ssd", {"overall_speedup": 1.2}) == []  # an archive run
     assert {v.claim_id for v in localstudy.reported_not_judged("04-image-streaming", {"local_run": "r"})} == {
         "streaming-synthetic", "streaming-apps", "streaming-ml", "soci-example"}
+
+
+def _local_records(seed, tmpfs_factor, repetitions=5):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for rep in range(repetitions):
+        for storage, f in (("disk", 1.0), ("tmpfs", tmpfs_factor)):
+            for size in (64e6, 256e6):
+                v = size / 1e8 / f * np.exp(rng.normal(0, 0.05))
+                rows.append({"study_image": True, "cache_hit": False, "pull_s": v, "pull_wait_s": v,
+                             "size_bytes": int(size), "layers": 4, "tag": f"4-layers-size-{int(size)}-bytes",
+                             "image": f"127.0.0.1:5000/x:4-layers-size-{int(size)}-bytes", "content": "zeros",
+                             "storage": storage, "repetition": rep, "run": "r", "cluster_nodes": 1,
+                             "image_size_reported": int(size)})
+    return pd.DataFrame(rows)
+
+
+def test_replicate_runs_give_the_local_noise_floor_and_a_replication():
+    first, second = _local_records(0, 1.5), _local_records(1, 1.5)
+    comp = localstudy.compare_by_content(first, "storage", "disk", "tmpfs", replicates=[second], n_boot=300)["zeros"]
+    assert comp.clusters == {"baseline": 5, "treatment": 5}  # the repetitions are the replicates within a run
+    assert len(comp.replications) == 1 and "[replicate 2]" in comp.replications[0].treatment
+    assert set(comp.nulls["status"]) == {"compared"} and len(comp.nulls) == 2  # disk vs disk, tmpfs vs tmpfs
+    spread = comp.nulls["speedup"].map(lambda r: max(r, 1 / r)).max()
+    assert comp.floor.factor == pytest.approx(spread) and comp.floor.factor < 1.2
+    assert "noise floor between re-runs" in comp.effect().text()
+    alone = localstudy.compare_by_content(first, "storage", "disk", "tmpfs", n_boot=300)["zeros"]
+    assert alone.nulls is None and alone.floor is None
+
+
+def test_measure_replicates_refuses_a_bad_count():
+    with pytest.raises(ValueError, match="local_replicates"):
+        localstudy.measure_replicates("03-local-ssd", None, 0)

@@ -165,6 +165,10 @@ def test_a_comparison_notebook_measures_on_this_machine(tmp_path, monkeypatch):
     run_dir = tmp_path / "runs" / metrics["metrics"]["local_run"]
     assert json.loads((run_dir / "run.json").read_text())["status"] == "complete"
     assert sum(1 for _ in (run_dir / "raw/records.jsonl").open()) == 2 * 2 * 2 * 2
+    # a second run of the same grid, measured after the first: the local noise floor and a replication
+    assert (tmp_path / "runs" / f"{run_dir.name}_rep2" / "run.json").is_file()
+    assert {"replicate-runs-zeros", "replicate-runs-random", "rounds"} <= set(metrics["tables"])
+    assert metrics["metrics"]["overall_speedup[zeros]"]["noise_floor"] >= 1
 
 
 @pytest.mark.local

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import catalog, compare, pulls
+from . import catalog, compare, noise, pulls
 from .claims import CLAIMS, LOCAL_RUN_REASON, Verdict
 from .backends import local
 from .paths import data_dir
@@ -119,13 +119,18 @@ def run_name(notebook: str, grid: local.LocalGrid) -> str:
 
 
 def measure(notebook: str, grid: dict | None = None, *, run_dir: str | Path | None = None, reuse: bool = True,
-            progress: bool = True) -> tuple[pd.DataFrame, Path, str]:
+            progress: bool = True, replicate: int = 1) -> tuple[pd.DataFrame, Path, str]:
     """The local records for a notebook's grid: reused if a finished run of it exists, resumed if an
-    unfinished one does (see :func:`plan_run`), else measured now."""
+    unfinished one does (see :func:`plan_run`), else measured now.
+
+    ``replicate`` > 1 names another run of the same grid (``…_rep2``): measured after the first, it
+    says how far re-running the whole grid moves the result (:func:`measure_replicates`).
+    """
     spec = dict(GRIDS[notebook] if grid is None else grid)
     spec["sizes_bytes"] = [int(s) for s in spec["sizes_bytes"]]
     g = local.LocalGrid(**spec)
-    folder = Path(run_dir) if run_dir else runs_dir() / run_name(notebook, g)
+    name = run_name(notebook, g) + (f"_rep{replicate}" if replicate > 1 else "")
+    folder = Path(run_dir) if run_dir else runs_dir() / name
     plan = plan_run(folder, g, reuse)
     if plan.action == "refuse":
         raise local.LocalRunError(plan.reason)
@@ -137,6 +142,24 @@ def measure(notebook: str, grid: dict | None = None, *, run_dir: str | Path | No
         how = f"measured {g.pulls() - plan.records} cold pulls on this machine into `{folder}`{kept}"
     report = how + _conditions_text(folder)
     return local.load_local_run(folder), folder, report
+
+
+def measure_replicates(notebook: str, grid: dict | None = None, replicates: int = 2, *, progress: bool = True
+                       ) -> tuple[list[pd.DataFrame], list[Path], str]:
+    """``replicates`` runs of the same grid, one after the other: the local backend's re-runs.
+
+    Within a run the repetitions are the replicates (the cluster-level interval resamples them);
+    between runs, the spread of the same comparison is the local noise floor.
+    """
+    if not isinstance(replicates, int) or isinstance(replicates, bool) or replicates < 1:
+        raise ValueError(f"local_replicates must be a whole number >= 1, got {replicates!r}")
+    records, folders, reports = [], [], []
+    for k in range(1, replicates + 1):
+        r, folder, report = measure(notebook, grid, progress=progress, replicate=k)
+        records.append(r)
+        folders.append(folder)
+        reports.append(f"replicate {k}: {report}" if replicates > 1 else report)
+    return records, folders, "\n\n".join(reports)
 
 
 def reported_not_judged(notebook: str, metrics: dict) -> list[Verdict]:
@@ -188,20 +211,59 @@ def compare_conditions(records: pd.DataFrame, field: str, baseline: str, treatme
                                 time=time, margin=margin, n_boot=n_boot, seed=seed)
 
 
+def compare_with_replicates(records: pd.DataFrame, replicates: list[pd.DataFrame], field: str, baseline: str,
+                            treatment: str, *, time: str = "pull_s", margin: float = 0.10, n_boot: int = 2000,
+                            seed: int = 0, **where) -> compare.Comparison:
+    """The comparison in the first run, the same comparison in each replicate run, and the null comparisons.
+
+    A null comparison sets one condition of the first run against the same condition of a replicate
+    run (nothing changed but the time): its spread is the local noise floor, exactly as the
+    archive's same-condition pairs are for the cloud runs.
+    """
+    opts = dict(time=time, margin=margin, n_boot=n_boot, seed=seed)
+    comp = compare_conditions(records, field, baseline, treatment, **opts, **where)
+    label = ",".join(f"{k}={v}" for k, v in where.items())
+    rows = []
+    for k, rep in enumerate(replicates, start=2):
+        r = compare_conditions(rep, field, baseline, treatment, **opts, **where)
+        r.baseline, r.treatment = f"{r.baseline} [replicate {k}]", f"{r.treatment} [replicate {k}]"
+        comp.replications.append(r)
+        for value in (baseline, treatment):
+            name = f"{field}={value}" + (f" ({label})" if label else "")
+            null = compare.compare_runs(condition_pulls(records, time, **where, **{field: value}),
+                                        condition_pulls(rep, time, **where, **{field: value}),
+                                        baseline=f"{name} [replicate 1]", treatment=f"{name} [replicate {k}]", **opts)
+            e = null.effect()
+            rows.append({"baseline": null.baseline, "treatment": null.treatment, "images": null.overall.groups,
+                         "speedup": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high,
+                         "within_ci_low": e.within_low, "within_ci_high": e.within_high,
+                         "clusters": f"{e.clusters[0]}+{e.clusters[1]}", "status": "compared"})
+    if replicates:
+        comp.nulls = pd.DataFrame(rows)
+        comp.floor = noise.floor_from(comp.nulls)
+    return comp
+
+
 def compare_by_content(records: pd.DataFrame, field: str, baseline: str, treatment: str, *, out=None,
-                       time: str = "pull_s", label: str = "", **options) -> dict[str, compare.Comparison]:
-    """:func:`compare_conditions` per content mode (a zeros and a random image share a tag, not a cost).
+                       time: str = "pull_s", label: str = "", replicates: list[pd.DataFrame] = (),
+                       **options) -> dict[str, compare.Comparison]:
+    """:func:`compare_with_replicates` per content mode (a zeros and a random image share a tag, not a cost).
 
     With ``out`` (a StudyOutput) each comparison's per-image table and overall speedup are recorded,
-    named with ``label`` and the content mode.
+    named with ``label`` and the content mode, and with replicate runs the run-to-run spread.
     """
     result = {}
     for content in records["content"].dropna().unique():
-        comp = compare_conditions(records, field, baseline, treatment, time=time, content=content, **options)
+        comp = compare_with_replicates(records, list(replicates), field, baseline, treatment, time=time,
+                                       content=content, **options)
         result[str(content)] = comp
         if out is not None:
             out.table(comp.per_image, f"{label}speedup-per-image-{content}")
-            o = comp.overall
+            e = comp.effect()
             out.metric(f"{label}overall_speedup[{content}]",
-                       {"ratio": o.ratio, "ci_low": o.ci_low, "ci_high": o.ci_high, "images": o.groups})
+                       {"ratio": e.estimate, "ci_low": e.ci_low, "ci_high": e.ci_high, "images": comp.overall.groups,
+                        "within_ci_low": e.within_low, "within_ci_high": e.within_high,
+                        "replicates": comp.clusters, "noise_floor": comp.floor.factor if comp.floor else None})
+            if comp.nulls is not None:
+                out.table(comp.nulls, f"{label}replicate-runs-{content}")
     return result

@@ -95,6 +95,7 @@ N_BOOT = Param(int, minimum=MIN_BOOT, why=f"fewer than {MIN_BOOT} resamples make
 SEED = Param(int, minimum=0)
 BACKEND = Param(str, choices=("archive", "local"))
 GRID = Param(dict, none=True)
+REPLICATES = Param(int, minimum=1)
 MARGIN = Param(float, above=0, maximum=1)
 SPEEDUP = Param(float, above=0)
 PATH = Param(str, none=True)
@@ -108,19 +109,19 @@ SPECS: dict[str, dict[str, Param]] = {
     "02-registry-proximity": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
         "equivalence_margin": MARGIN, "network_min_fraction": Param(float, minimum=0, maximum=1),
-        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID,
+        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID, "local_replicates": REPLICATES,
     },
     "03-local-ssd": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
         "claimed_speedup": SPEEDUP, "equivalence_margin": MARGIN,
-        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID,
+        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID, "local_replicates": REPLICATES,
     },
     "04-image-streaming": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
         "claimed_speedup_range": Param(float, many=True, length=2, above=0),
         "apps_baseline_run": RUN, "apps_treatment_run": RUN, "apps_cluster_nodes": SIZES,
         "apps_claimed_speedup": SPEEDUP, "wall_time": Param(str, choices=("fluxstart_s", "fluxsubmit_s")),
-        "equivalence_margin": MARGIN, "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID,
+        "equivalence_margin": MARGIN, "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID, "local_replicates": REPLICATES,
     },
     "05-layer-similarity": {
         "sets": Param(str, many=True, lookup="set"),
