@@ -275,6 +275,12 @@ def bootstrap_geomean_ratio_ci(
     if not logs:
         return GeomeanRatioCI(NAN, NAN, NAN, 0, None, None)
     mean_log = np.mean(np.vstack(logs), axis=0)
+    return _geomean_result(mean_log, float(np.mean(points)), len(logs), confidence, margin, alpha)
+
+
+def _geomean_result(mean_log: FloatArray, point_log: float, groups: int, confidence: float,
+                    margin: float | None, alpha: float) -> GeomeanRatioCI:
+    """The geometric-mean result from the bootstrap distribution of its log, with the TOST verdict."""
     low, high = _percentile_interval(mean_log, confidence)
     equivalent = eq_ci = None
     if margin is not None:
@@ -284,8 +290,7 @@ def bootstrap_geomean_ratio_ci(
         bound = math.log1p(margin)
         equivalent = bool(-bound < eq_low and eq_high < bound)
         eq_ci = (math.exp(eq_low), math.exp(eq_high))
-    return GeomeanRatioCI(float(math.exp(np.mean(points))), math.exp(low), math.exp(high), len(logs),
-                          equivalent, eq_ci)
+    return GeomeanRatioCI(float(math.exp(point_log)), math.exp(low), math.exp(high), groups, equivalent, eq_ci)
 
 
 def equivalence_test_log_ratio(
@@ -591,17 +596,7 @@ def cluster_geomean_ratio_ci(
     with np.errstate(all="ignore"):
         mean_log = np.nanmean(cb.boot, axis=1)
     mean_log = mean_log[np.isfinite(mean_log)]
-    low, high = _percentile_interval(mean_log, confidence)
-    equivalent = eq_ci = None
-    if margin is not None:
-        if not margin > 0:
-            raise ValueError(f"margin must be > 0, got {margin}")
-        eq_low, eq_high = _percentile_interval(mean_log, 1 - 2 * alpha)
-        bound = math.log1p(margin)
-        equivalent = bool(-bound < eq_low and eq_high < bound)
-        eq_ci = (math.exp(eq_low), math.exp(eq_high))
-    return GeomeanRatioCI(float(math.exp(np.mean(cb.point))), math.exp(low), math.exp(high), len(cb.groups),
-                          equivalent, eq_ci)
+    return _geomean_result(mean_log, float(np.mean(cb.point)), len(cb.groups), confidence, margin, alpha)
 
 
 def cluster_group_ratio_cis(cb: ClusterBootstrap, *, confidence: float = 0.95) -> pd.DataFrame:
