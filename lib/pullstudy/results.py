@@ -159,12 +159,14 @@ class StudyOutput:
         ledger, scope = self.completeness_ledger, "the runs this notebook read"
         if ledger is not None and (runs is not None or cells is not None):
             unknown = sorted(set(runs or []) - set(ledger["run"]))
-            if unknown:
-                raise ValueError(f"verdict on {v.claim_id!r}: runs {unknown} are not in the completeness "
-                                 f"ledger (runs read: {', '.join(sorted(set(ledger['run'])))})")
             ledger = cells if cells is not None else ledger[ledger["run"].isin(runs)]
             scope = None
+        else:
+            unknown = []
         note = completeness.caveat(ledger, self.completeness_threshold, scope=scope)
+        if unknown:  # e.g. a run whose study file says nothing of how many pods to expect
+            gap = f"the completeness of {', '.join(unknown)} could not be assessed (no ledger for it)"
+            note = f"{note}; {gap}" if note else gap
         if note and note not in v.reason:
             v.reason = f"{v.reason.rstrip().rstrip('.')}; {note}"
         self.verdicts = [
