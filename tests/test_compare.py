@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pullstudy import catalog, compare, pulls, stats
+from pullstudy import catalog, compare, pulls, records, stats
 
 SIZES = [1e9, 5e9, 19e9]
 
@@ -82,8 +82,10 @@ def test_image_key_matches_across_registries():
                                  "us-docker.pkg.dev/p/a/container-chonks:9-layers-size-5-bytes",
                                  "us-docker.pkg.dev/p/a/ensemble-osu:spack-skylake"],
                        "tag": ["9-layers-size-5-bytes", "9-layers-size-5-bytes", "spack-skylake"]})
-    assert pulls.image_key(df).tolist() == ["9-layers-size-5-bytes", "9-layers-size-5-bytes",
+    assert records.image_key(df).tolist() == ["9-layers-size-5-bytes", "9-layers-size-5-bytes",
                                             "ensemble-osu:spack-skylake"]
+    # one key for an image whether it comes as a record (image, tag) or as a reference (a study file)
+    assert [records.ref_key(i) for i in df["image"]] == records.image_key(df).tolist()
 
 
 # ---------------------------------------------------------------- the archived runs, chosen by condition

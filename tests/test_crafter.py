@@ -23,7 +23,7 @@ from proxying import forward, serving
 from pullstudy import crafter
 from pullstudy.backends import services
 from pullstudy.crafter import CraftError
-from pullstudy.events import decode_tag
+from pullstudy.records import decode_tag
 from pullstudy.registry import RetryPolicy
 
 pytestmark = pytest.mark.registry  # needs docker-registry (conftest), unless marked otherwise

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pullstudy.events import (
-    RECORD_COLUMNS, DurationError, EventFileError, UnrecognizedMessage, decode_tag, parse_events,
-    parse_go_duration, parse_pulled_message, split_image,
+    DurationError, EventFileError, UnrecognizedMessage, parse_events, parse_go_duration, parse_pulled_message,
 )
+from pullstudy.records import RECORD_COLUMNS, decode_tag, image_tag, split_image
 
 # ---------------------------------------------------------------- Go durations
 
@@ -90,6 +90,12 @@ def test_image_references_and_tags():
     assert decode_tag("125-layers-size-48702097-bytes") == (125, 48702097)
     assert decode_tag("spack-skylake") == (None, None)
     assert decode_tag(None) == (None, None)
+
+
+def test_tag_format_encoded_and_decoded_in_one_place():
+    """records.image_tag writes what records.decode_tag reads (the crafter and the parser share them)."""
+    assert image_tag(125, 48702097) == "125-layers-size-48702097-bytes"
+    assert decode_tag(image_tag(9, 1176249324)) == (9, 1176249324)
 
 
 # ---------------------------------------------------------------- real lines

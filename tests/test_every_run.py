@@ -24,7 +24,7 @@ from pullstudy import catalog
 from pullstudy.backends import archive
 from pullstudy.claims import CLAIMS
 from pullstudy.paths import notebooks_dir, raw_dir
-from pullstudy.pulls import image_key
+from pullstudy.records import image_key
 from pullstudy.reproduce import run_notebooks
 
 pytestmark = pytest.mark.notebooks

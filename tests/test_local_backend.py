@@ -23,7 +23,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from pullstudy import catalog, crafter, events
+from pullstudy import catalog, crafter
+from pullstudy.records import RECORD_COLUMNS, empty_records
+from pullstudy.sources import local as source_local
 from pullstudy.backends import lazy, local, services
 from pullstudy.backends.services import (ConditionUnavailable, Containerd, MissingBinary, PortInUse,
                                          RateLimitedLink, Registry, Tmpfs)
@@ -254,9 +256,9 @@ def test_every_pull_is_recorded_with_the_one_schema(tiny_run):
     raw = [json.loads(line) for line in lines.splitlines()]
     assert len(raw) == 2 * 2 * 2 * 2 * 2 == GRID.pulls()
     df = local.load_local_run(out)
-    assert list(df.columns) == events.RECORD_COLUMNS + local.EXTRA_COLUMNS
-    archived = events.empty_records().dtypes
-    for col in events.RECORD_COLUMNS:
+    assert list(df.columns) == RECORD_COLUMNS + local.EXTRA_COLUMNS
+    archived = empty_records().dtypes
+    for col in RECORD_COLUMNS:
         same = str(df[col].dtype) == str(archived[col]) or str(df[col].dtype).split("[")[0] == str(archived[col]).split("[")[0]
         assert same, (col, df[col].dtype, archived[col])
     assert set(df["study"]) == {"local"} and set(df["run"]) == {"tiny"} and set(df["backend"]) == {"local"}
@@ -443,26 +445,24 @@ def test_ctrl_c_or_sigterm_stops_everything_and_keeps_complete_records(tmp_path,
 
 @NOTHING
 def test_local_study_names_runs_by_grid(tmp_path):
-    from pullstudy import localstudy
     a = local.LocalGrid(sizes_bytes=(4_000_000,), layers=(1,), repetitions=2)
     b = local.LocalGrid(sizes_bytes=(4_000_000,), layers=(2,), repetitions=2)
-    assert localstudy.run_name("03-local-ssd", a) != localstudy.run_name("03-local-ssd", b)
+    assert source_local.run_name("03-local-ssd", a) != source_local.run_name("03-local-ssd", b)
 
 
 @pytest.mark.system("docker-registry", "containerd")
 def test_a_failed_local_run_does_not_block_the_next_one(tmp_path, monkeypatch, clean_machine):
     """`make run BACKEND=local` without docker-registry fails; once it is installed the same run measures."""
-    from pullstudy import localstudy
     monkeypatch.setenv("PULLSTUDY_RUNS_DIR", str(tmp_path / "runs"))
     spec = {"sizes_bytes": [2 * MB], "layers": [1], "contents": ["random"], "storage": ["tmpfs"], "repetitions": 2}
     installed = os.environ["PATH"]
     monkeypatch.setenv("PATH", str(tmp_path / "nothing-installed"))
     with pytest.raises(MissingBinary, match="`apt-get install docker-registry`"):
-        localstudy.measure("03-local-ssd", spec, progress=False)
+        source_local.measure("03-local-ssd", spec, progress=False)
     [folder] = (tmp_path / "runs").iterdir()
     assert json.loads((folder / "run.json").read_text())["status"] == "failed" and local.recorded(folder) == []
     monkeypatch.setenv("PATH", installed)
-    records, again, report = localstudy.measure("03-local-ssd", spec, progress=False)
+    records, again, report = source_local.measure("03-local-ssd", spec, progress=False)
     assert again == folder and len(records) == 2 and report.startswith("measured 2 cold pulls")
     assert json.loads((folder / "run.json").read_text())["status"] == "complete"
 
@@ -470,7 +470,6 @@ def test_a_failed_local_run_does_not_block_the_next_one(tmp_path, monkeypatch, c
 @pytest.mark.system("docker-registry", "containerd")
 def test_an_unfinished_local_run_is_resumed_keeping_its_records_and_another_grid_refused(
         tmp_path, monkeypatch, clean_machine):
-    from pullstudy import localstudy
     spec = {"sizes_bytes": [2 * MB], "layers": [1], "contents": ["random", "zeros"], "storage": ["tmpfs"],
             "repetitions": 2}
     folder = tmp_path / "run"
@@ -483,11 +482,11 @@ def test_an_unfinished_local_run_is_resumed_keeping_its_records_and_another_grid
 
     monkeypatch.setattr(local, "_append", failing)
     with pytest.raises(RuntimeError, match="injected failure"):
-        localstudy.measure("03-local-ssd", spec, run_dir=folder, progress=False)
+        source_local.measure("03-local-ssd", spec, run_dir=folder, progress=False)
     first = (folder / "raw" / "records.jsonl").read_bytes()
     assert first.count(b"\n") == 3
     monkeypatch.setattr(local, "_append", real)
-    records, _, report = localstudy.measure("03-local-ssd", spec, run_dir=folder, progress=False)
+    records, _, report = source_local.measure("03-local-ssd", spec, run_dir=folder, progress=False)
     assert "measured 1 cold pulls" in report and "recorded 3 of 4 pulls, kept" in report
     assert (folder / "raw" / "records.jsonl").read_bytes().startswith(first)  # the complete records stay as they were
     assert len(records) == 4 and list(records["sequence"]) == [0, 1, 2, 3]
@@ -495,8 +494,8 @@ def test_an_unfinished_local_run_is_resumed_keeping_its_records_and_another_grid
     doc = json.loads((folder / "run.json").read_text())
     assert doc["status"] == "complete" and doc["records"] == 4 and doc["resumed_with_records"] == 3
     with pytest.raises(local.LocalRunError, match=r"4 records of a different grid \(differs in repetitions"):
-        localstudy.measure("03-local-ssd", {**spec, "repetitions": 3}, run_dir=folder, progress=False)
-    assert localstudy.measure("03-local-ssd", spec, run_dir=folder, progress=False)[2].startswith("reused")
+        source_local.measure("03-local-ssd", {**spec, "repetitions": 3}, run_dir=folder, progress=False)
+    assert source_local.measure("03-local-ssd", spec, run_dir=folder, progress=False)[2].startswith("reused")
 
 
 # --- lazy pulling (the stargz snapshotter, built by `make stargz`) -------------------------------------
@@ -532,7 +531,7 @@ def test_a_lazy_grid_records_both_snapshotters_in_the_one_schema(tmp_path, clean
     local.run(grid, tmp_path, name="lazy", progress=False)
     df = local.load_local_run(tmp_path)
     assert len(df) == grid.pulls() == 2 * 2 * 2 * 2
-    assert list(df.columns) == events.RECORD_COLUMNS + local.EXTRA_COLUMNS
+    assert list(df.columns) == RECORD_COLUMNS + local.EXTRA_COLUMNS
     assert (df["read_bytes"] == df["size_bytes"]).all()  # every file of every image read, whichever snapshotter
     lazy_ = df[df["snapshotter"] == "stargz"]
     eager = df[df["snapshotter"] == "overlayfs"]

@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from pullstudy import figures, localstudy
+from pullstudy.claims import reported_not_judged
+from pullstudy.sources import local as source_local
 from pullstudy.backends import local
 
 MB = 1_000_000
@@ -119,8 +121,8 @@ def test_the_pull_and_read_chart_stacks_the_medians(eager_lazy):
 def test_local_run_names_say_which_snapshotters():
     eager = local.LocalGrid(sizes_bytes=(MB,), layers=(1,))
     both = local.LocalGrid(sizes_bytes=(MB,), layers=(1,), snapshotters=("overlayfs", "stargz"))
-    assert "stargz" not in localstudy.run_name("04-image-streaming", eager)
-    assert "overlayfs-stargz" in localstudy.run_name("04-image-streaming", both)
+    assert "stargz" not in source_local.run_name("04-image-streaming", eager)
+    assert "overlayfs-stargz" in source_local.run_name("04-image-streaming", both)
     assert both.pulls() == 2 * eager.pulls()
     with pytest.raises(ValueError, match="snapshotters must be a non-empty subset"):
         local.LocalGrid(sizes_bytes=(MB,), layers=(1,), snapshotters=("soci",))
@@ -144,31 +146,31 @@ def _attempt(folder: Path, grid: local.LocalGrid, status: str, records: int, tor
 
 
 def test_a_failed_attempt_that_recorded_nothing_is_measured_afresh(tmp_path):
-    plan = localstudy.plan_run(_attempt(tmp_path / "r", GRID, "failed", 0), GRID)
+    plan = source_local.plan_run(_attempt(tmp_path / "r", GRID, "failed", 0), GRID)
     assert plan.action == "measure" and plan.records == 0 and "recorded nothing" in plan.reason
-    assert localstudy.plan_run(tmp_path / "absent", GRID).action == "measure"
+    assert source_local.plan_run(tmp_path / "absent", GRID).action == "measure"
 
 
 def test_an_unfinished_attempt_of_the_same_grid_is_resumed_with_its_complete_records(tmp_path):
     for status in ("failed", "interrupted", "running"):  # running: the process was killed
-        plan = localstudy.plan_run(_attempt(tmp_path / status, GRID, status, 2, torn=True), GRID)
+        plan = source_local.plan_run(_attempt(tmp_path / status, GRID, status, 2, torn=True), GRID)
         assert plan.action == "resume" and plan.records == 2, status  # the torn last line is not a record
         assert f"recorded 2 of {GRID.pulls()} pulls" in plan.reason
 
 
 def test_a_finished_run_is_reused_and_only_a_different_grid_is_refused(tmp_path):
-    assert localstudy.plan_run(_attempt(tmp_path / "done", GRID, "complete", 3), GRID).action == "reuse"
-    again = localstudy.plan_run(tmp_path / "done", GRID, reuse=False)
+    assert source_local.plan_run(_attempt(tmp_path / "done", GRID, "complete", 3), GRID).action == "reuse"
+    again = source_local.plan_run(tmp_path / "done", GRID, reuse=False)
     assert again.action == "refuse" and "reuse=False" in again.reason
     other = local.LocalGrid(**{**asdict(GRID), "repetitions": 5, "rate_mbit": 50.0})
-    plan = localstudy.plan_run(_attempt(tmp_path / "other", other, "failed", 2), GRID)
+    plan = source_local.plan_run(_attempt(tmp_path / "other", other, "failed", 2), GRID)
     assert plan.action == "refuse" and "2 records of a different grid (differs in rate_mbit, repetitions" in plan.reason
     assert "pass run_dir=" in plan.reason
-    assert localstudy.plan_run(_attempt(tmp_path / "empty-other", other, "failed", 0), GRID).action == "measure"
+    assert source_local.plan_run(_attempt(tmp_path / "empty-other", other, "failed", 0), GRID).action == "measure"
     orphan = _write_run(tmp_path / "orphan", [_record(0, "overlayfs", 4 * MB, "random", 1.0, 0.1)])
-    assert "no run.json" in localstudy.plan_run(orphan, GRID).reason
+    assert "no run.json" in source_local.plan_run(orphan, GRID).reason
     with pytest.raises(local.LocalRunError, match="different grid"):  # measure refuses before starting anything
-        localstudy.measure("03-local-ssd", {**asdict(GRID), "repetitions": 5, "rate_mbit": 50.0},
+        source_local.measure("03-local-ssd", {**asdict(GRID), "repetitions": 5, "rate_mbit": 50.0},
                            run_dir=tmp_path / "done", progress=False)
 
 
@@ -181,9 +183,9 @@ def test_a_broken_record_before_the_last_line_is_an_error_naming_the_line(tmp_pa
 
 
 def test_run_names_differ_for_settings_the_readable_part_leaves_out():
-    assert localstudy.run_name("02", GRID) != localstudy.run_name("02", local.LocalGrid(**{**asdict(GRID),
+    assert source_local.run_name("02", GRID) != source_local.run_name("02", local.LocalGrid(**{**asdict(GRID),
                                                                                            "rate_mbit": 50.0}))
-    assert localstudy.run_name("02", GRID) == localstudy.run_name("02", local.LocalGrid(**asdict(GRID)))
+    assert source_local.run_name("02", GRID) == source_local.run_name("02", local.LocalGrid(**asdict(GRID)))
 
 
 def test_after_a_local_run_the_claims_table_says_local_runs_are_reported_not_judged(tmp_path):
@@ -200,8 +202,8 @@ def test_after_a_local_run_the_claims_table_says_local_runs_are_reported_not_jud
     assert "study 03 ran on the local backend (run 03-local-ssd_64MB): local runs are reported, not judged" \
         in ssd["reason"]
     assert table.loc["size-growth", "reason"] == UNTESTED_REASON.format(study="01")  # other studies: not run
-    assert localstudy.reported_not_judged("03-local-ssd", {"overall_speedup": 1.2}) == []  # an archive run
-    assert {v.claim_id for v in localstudy.reported_not_judged("04-image-streaming", {"local_run": "r"})} == {
+    assert reported_not_judged("03-local-ssd", {"overall_speedup": 1.2}) == []  # an archive run
+    assert {v.claim_id for v in reported_not_judged("04-image-streaming", {"local_run": "r"})} == {
         "streaming-synthetic", "streaming-apps", "streaming-ml", "soci-example"}
 
 
@@ -235,4 +237,4 @@ def test_replicate_runs_give_the_local_noise_floor_and_a_replication():
 
 def test_measure_replicates_refuses_a_bad_count():
     with pytest.raises(ValueError, match="local_replicates"):
-        localstudy.measure_replicates("03-local-ssd", None, 0)
+        source_local.measure_replicates("03-local-ssd", None, 0)

@@ -9,7 +9,7 @@ import pytest
 
 from pullstudy import catalog, pulls, scale
 from pullstudy.backends import archive
-from pullstudy.events import RECORD_COLUMNS
+from pullstudy.records import RECORD_COLUMNS, analysable_pulls
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
 IMAGES = (1_000_000_000, 4_000_000_000, 9_000_000_000)
@@ -51,7 +51,7 @@ def make_pulls(sizes=(3, 6, 12), *, spread=lambda n: 2.0 * n, pull=lambda n, siz
     df["cluster_nodes"] = df["cluster_nodes"].astype("Int64")
     df["size_bytes"] = df["size_bytes"].astype("Int64")
     df["layers"] = df["layers"].astype("Int64")
-    out, excluded = pulls.analysable_pulls(df)
+    out, excluded = analysable_pulls(df)
     assert not excluded
     return out
 
@@ -265,7 +265,7 @@ def test_spread_on_archived_data_matches_the_raw_event_lines(raw):
     nodes = 8
     (events,) = run.files_of("events", [nodes])
     result = archive.load_run(run, [nodes], raw=raw)
-    df, _ = pulls.analysable_pulls(result.records)
+    df, _ = analysable_pulls(result.records)
     table = scale.spread_table(df)
     assert table["resolution_s"].eq(1.0).all()  # core/v1 timestamps
     largest = table.loc[table["size_bytes"].idxmax()]

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pullstudy import pulls as pulls_module
+from pullstudy.records import analysable_pulls
 from pullstudy import sizelayers
 from pullstudy.results import StudyOutput
 
@@ -90,7 +90,7 @@ def test_analysable_pulls_counts_every_exclusion():
     df.loc[1, "cache_hit"] = True
     df.loc[2, "pull_wait_s"] = np.nan
     df.loc[3, "size_bytes"] = None
-    kept, excluded = pulls_module.analysable_pulls(df)
+    kept, excluded = analysable_pulls(df)
     assert len(kept) == len(df) - 4 and sum(excluded.values()) == 4 and len(excluded) == 4
 
 

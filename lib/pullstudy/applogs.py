@@ -27,12 +27,12 @@ import numpy as np
 import pandas as pd
 
 from . import catalog, rules, stats
-from .backends import archive
+from .sources.archive import ArchiveSource
 from .claims import CLAIMS, Verdict
 from .rawfiles import read_raw_bytes
-from .events import DurationError, parse_go_duration, split_image
+from .events import DurationError, parse_go_duration
 from .paths import raw_dir
-from .pulls import image_key
+from .records import image_key, ref_key
 
 APP_RUN_COLUMNS = ["run", "cluster_nodes", "app", "image_key", "image", "fluxsubmit_s", "fluxstart_s",
                    "broker_quorum_s", "broker_run_s", "source"]
@@ -83,12 +83,6 @@ def _sanitized(ref: str) -> str:
     return re.sub(r"[^A-Za-z0-9]", "_", ref)
 
 
-def _key_of(ref: str) -> str:
-    """The image key of pulls.image_key for an application image: repository name and tag."""
-    repo, tag = split_image(ref)
-    return f"{repo.rsplit('/', 1)[-1]}:{tag}"
-
-
 def app_name(image_key: str) -> str:
     """Short app name from an image key: the last dash-separated word of the repository name.
 
@@ -106,8 +100,8 @@ def _identify(stem: str, images: Iterable[str]) -> tuple[str | None, str | None]
     images = list(images)
     for ref in images:
         if _sanitized(ref) == stem:
-            return ref, _key_of(ref)
-    keys = sorted({_key_of(ref) for ref in images if stem.endswith("_" + _sanitized(_key_of(ref)))},
+            return ref, ref_key(ref)
+    keys = sorted({ref_key(ref) for ref in images if stem.endswith("_" + _sanitized(ref_key(ref)))},
                   key=len, reverse=True)
     if len(keys) == 1 or (len(keys) > 1 and len(keys[0]) > len(keys[1])):
         return None, keys[0]
@@ -209,7 +203,7 @@ def load_app_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = 
     frames, skipped, unavailable = [], Counter(), []
     for run_id in dict.fromkeys(run_ids):
         run = catalog.get(run_id, runs)
-        images = archive.study_images(run, raw) or set()
+        images = ArchiveSource(run.id, runs).study_images(raw) or set()
         for n in sorted(run.node_counts):
             if wanted is not None and n not in wanted:
                 continue

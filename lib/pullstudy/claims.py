@@ -271,3 +271,14 @@ def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
         table[column] = table[column].astype("float64")
     table["n"] = table["n"].astype("Int64")
     return table
+
+
+def reported_not_judged(notebook: str, metrics: dict) -> list[Verdict]:
+    """For a notebook that measured locally (its metrics name the ``local_run``): each claim of its study
+    as "not testable here", saying that local runs are reported, not judged. Else none."""
+    run = metrics.get("local_run")
+    if not run:
+        return []
+    study = notebook.split("-", 1)[0]
+    reason = LOCAL_RUN_REASON.format(study=study, run=run)
+    return [Verdict(c.id, "not testable here", reason, notebook=notebook) for c in CLAIMS.values() if c.study == study]

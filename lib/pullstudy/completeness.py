@@ -26,7 +26,7 @@ import altair as alt
 import pandas as pd
 
 from . import catalog
-from .events import decode_tag, split_image
+from .records import decode_tag, image_key, ref_key
 from .paths import raw_dir
 
 DEFAULT_THRESHOLD = 0.8
@@ -35,10 +35,8 @@ COLUMNS = ["run", "cluster_nodes", "image_key", "layers", "size_bytes", "expecte
 
 
 def _keys(images: list[str]) -> list[str]:
-    """The image keys of :func:`pullstudy.pulls.image_key` (registry-independent) for references."""
-    from .pulls import image_key  # pulls records the ledger, so import it late
-    frame = pd.DataFrame({"image": images, "tag": [split_image(i)[1] for i in images]})
-    return image_key(frame).tolist() if images else []
+    """The image keys of :func:`pullstudy.records.image_key` (registry-independent) for references."""
+    return [ref_key(i) for i in images]
 
 
 def expected_images(run: catalog.Run, cluster_nodes: int, raw: Path | None = None) -> list[str]:
@@ -76,7 +74,6 @@ def ledger(run: str | catalog.Run, records: pd.DataFrame, cluster_nodes: Iterabl
     raw_path = Path(raw) if raw else None
     rows = []
     rec = records[records["run"] == run.id] if "run" in records and len(records) else records
-    from .pulls import image_key
     counts = pd.DataFrame({"cluster_nodes": rec["cluster_nodes"].astype(int), "image_key": image_key(rec),
                            "cache_hit": rec["cache_hit"].astype(bool)}) if len(rec) else None
     counts = (counts.groupby(["cluster_nodes", "image_key"])["cache_hit"].agg(["size", "sum"])

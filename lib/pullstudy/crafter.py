@@ -3,7 +3,7 @@
 An image has ``layers`` layers; each layer is a gzip-compressed tar stream holding one regular file,
 and the files' sizes add up to ``size_bytes`` (split as evenly as possible, the remainder going one
 byte each to the *last* layers, so that a shared base keeps its size). The tag is the upstream format
-``<layers>-layers-size-<size_bytes>-bytes`` (see :func:`pullstudy.events.decode_tag`).
+``<layers>-layers-size-<size_bytes>-bytes`` (written by :func:`pullstudy.records.image_tag`, read by :func:`pullstudy.records.decode_tag`).
 
 Sizes. ``size_bytes`` counts file contents only, as upstream's ``head -c N /dev/zero`` did. Each
 layer's tar adds a 512-byte header (plus a PAX extended header for files of 8 GiB and more), zero
@@ -65,6 +65,7 @@ import requests
 from tqdm.auto import tqdm
 
 from . import __version__
+from .records import image_tag
 from .registry import TRANSIENT_STATUS, Client, FetchError, RetryPolicy, parse_platform
 
 ZEROS, RANDOM, MIXED = "zeros", "random", "mixed"
@@ -114,11 +115,6 @@ class CraftedImage:
     def pinned(self) -> str:
         """registry/repository@digest: the reference that cannot move."""
         return f"{self.reference.rsplit(':', 1)[0]}@{self.manifest_digest}"
-
-
-def image_tag(layers: int, size_bytes: int) -> str:
-    """The upstream tag format, ``9-layers-size-1176249324-bytes``."""
-    return f"{layers}-layers-size-{size_bytes}-bytes"
 
 
 def split_sizes(size_bytes: int, layers: int) -> list[int]:

@@ -1,5 +1,7 @@
 """Raw kubelet events -> the tidy table of pull records (one row per image pull on one node).
 
+The record schema and the tag format are :mod:`pullstudy.records`'; this module only parses.
+
 Inputs are Kubernetes Event objects as the upstream experiments stored them: JSON lines written by
 kubernetes-event-exporter (with the exporter's own log lines mixed in), plain or gzip-compressed, or
 ``kubectl get events -o json`` lists. Both core/v1 and events.k8s.io/v1 fields are understood.
@@ -31,16 +33,7 @@ import orjson
 import pandas as pd
 
 from .rawfiles import read_raw_bytes
-
-RECORD_COLUMNS = [
-    "study", "run", "condition", "backend", "cluster_nodes", "node", "image", "tag", "layers", "size_bytes",
-    "content", "image_size_reported", "pull_s", "pull_wait_s", "cache_hit", "pulling_at", "pulled_at",
-    "started_at", "source",
-    # Extensions of the design's schema: which pod, when it was scheduled, whether the image is one the
-    # experiment set out to pull (rather than a system pod's).
-    "pod", "scheduled_at", "study_image",
-]
-TIME_COLUMNS = ["pulling_at", "pulled_at", "started_at", "scheduled_at"]
+from .records import RECORD_COLUMNS, decode_tag, empty_records, split_image, typed_records
 
 # Reasons an input item is not used, in the order a reader would look for them.
 SKIP_REASONS = (
@@ -108,7 +101,6 @@ _PULLED = re.compile(
     r"\.?(?: Image size: (?P<size>\d+) bytes\.?)?\s*$"
 )
 _CACHE_HIT = re.compile(r'^Container image "(?P<image>[^"]+)" already present on machine')
-_TAG_FORMAT = re.compile(r"^(?P<layers>\d+)-layers-size-(?P<size>\d+)-bytes$")
 
 
 @dataclass(frozen=True)
@@ -143,22 +135,6 @@ def parse_pulled_message(message: str) -> PullMessage:
     raise UnrecognizedMessage(f"not a kubelet Pulled message: {message[:120]!r}")
 
 
-def split_image(ref: str) -> tuple[str, str | None]:
-    """(repository, tag) of an image reference; the tag is None for digest-only references."""
-    name = ref.split("@", 1)[0]
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        return name[:colon], name[colon + 1:]
-    return name, None
-
-
-def decode_tag(tag: str | None) -> tuple[int | None, int | None]:
-    """Layers and uncompressed bytes from the upstream tag format ``9-layers-size-1176249324-bytes``."""
-    m = _TAG_FORMAT.match(tag or "")
-    return (int(m["layers"]), int(m["size"])) if m else (None, None)
-
-
 @dataclass
 class ParseResult:
     """The records, and an account of every input item that did not become one."""
@@ -189,10 +165,6 @@ class ParseResult:
     def skipped_table(self) -> pd.DataFrame:
         rows = [{"reason": k, "count": v} for k, v in sorted(self.skipped.items(), key=lambda kv: -kv[1])]
         return pd.DataFrame(rows, columns=["reason", "count"])
-
-
-def empty_records() -> pd.DataFrame:
-    return typed_records(pd.DataFrame(columns=RECORD_COLUMNS))
 
 
 def _open_bytes(path: Path) -> bytes:
@@ -437,24 +409,3 @@ def _record(ev: _Event, msg: PullMessage, pulling, started, scheduled, context) 
         "pulled_at": ev.time, "started_at": _earliest_at_or_after(started.get(key), ev.time),
         "source": ev.source, "pod": ev.pod, "scheduled_at": scheduled.get(ev.pod_key), "study_image": False,
     }
-
-
-def typed_records(df: pd.DataFrame) -> pd.DataFrame:
-    """One dtype per column whatever the input, so frames from any backend concatenate cleanly."""
-    df = df.copy()
-    for col in ("layers", "size_bytes", "image_size_reported", "cluster_nodes"):
-        df[col] = pd.array(df[col].tolist(), dtype="Int64") if len(df) else df[col].astype("Int64")
-    for col in ("pull_s", "pull_wait_s"):
-        df[col] = df[col].astype("float64")
-    for col in ("cache_hit", "study_image"):
-        df[col] = df[col].astype("bool")
-    for col in TIME_COLUMNS:
-        df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
-    for col in _STRING_COLUMNS:
-        df[col] = df[col].astype("string")
-    return df[RECORD_COLUMNS]
-
-
-_STRING_COLUMNS = [c for c in RECORD_COLUMNS if c not in set(TIME_COLUMNS) | {
-    "layers", "size_bytes", "image_size_reported", "cluster_nodes", "pull_s", "pull_wait_s", "cache_hit",
-    "study_image"}]

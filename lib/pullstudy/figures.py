@@ -10,7 +10,8 @@ import altair as alt
 import pandas as pd
 
 from .charts import cluster_color
-from .pulls import GB, TIME_LABELS, image_key
+from .pulls import TIME_LABELS
+from .records import GB, image_key
 
 
 LOG_SIZE = alt.Scale(type="log", nice=False, padding=12)

@@ -18,8 +18,7 @@ from itertools import combinations
 import pandas as pd
 
 from . import catalog
-from .backends import archive
-from .events import split_image
+from .sources.archive import ArchiveSource
 from .rules import NoiseFloor
 
 CONDITION_FIELDS = ("provider", "machine_type", "registry", "ephemeral_storage", "image_streaming", "image_content")
@@ -29,20 +28,10 @@ def conditions_of(run: catalog.Run) -> tuple:
     return tuple(getattr(run, f) for f in CONDITION_FIELDS)
 
 
-def _key(image: str) -> str:
-    repo, tag = split_image(image)
-    tag = tag or ""
-    return tag if "-layers-size-" in tag else f"{repo.rsplit('/', 1)[-1]}:{tag}"
-
-
 @lru_cache(maxsize=None)
 def study_keys(run_id: str) -> frozenset[str]:
-    """The image keys (as :func:`pullstudy.pulls.image_key` makes them) a run set out to pull."""
-    try:
-        images = archive.study_images(catalog.get(run_id))
-    except ValueError:  # an unreadable study file: the run cannot be matched by its images
-        return frozenset()
-    return frozenset(_key(i) for i in images or ())
+    """The image keys (as :func:`pullstudy.records.image_key` makes them) a run set out to pull."""
+    return ArchiveSource(run_id).study_keys()
 
 
 def _has_events(run: catalog.Run) -> bool:

@@ -1,4 +1,4 @@
-"""From pull records to the pulls an analysis uses: selection with counted exclusions, summaries.
+"""From record sources to the pulls an analysis uses, with the account of exclusions; summaries.
 
 Shared by every pull-time notebook, so each says the same things the same way: what was read, what
 could not be read, what was left out and why, and medians with bootstrap CIs of both kubelet figures.
@@ -6,16 +6,14 @@ could not be read, what was left out and why, and medians with bootstrap CIs of 
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Iterable
 
 import pandas as pd
 
 from . import completeness, stats
-from .backends import archive
-from .events import split_image
+from .sources import RecordSource
+from .sources.archive import ArchiveSource
 
-GB = 1e9
 TIME_LABELS = {
     "pull_wait_s": "pull time including waiting (s)",
     "pull_s": "pull time (s)",
@@ -23,108 +21,48 @@ TIME_LABELS = {
 }
 
 
-def image_key(records: pd.DataFrame) -> pd.Series:
-    """What makes two runs' images "the same image" whatever registry served them.
+def load_sources(sources: Iterable[RecordSource], cluster_nodes: Iterable[int] | None, time: str, out=None, *,
+                 require_size: bool = True, progress: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
+    """Load record sources, keep their analysable pulls, and account for everything else.
 
-    Synthetic images are named by their tag (``9-layers-size-…-bytes``) and live in differently
-    named repositories per registry; application images are known by repository name and tag.
+    With ``out`` (a StudyOutput) the input summary table, the unavailable files, the exclusions
+    (failed event captures among them) and what became of every requested cluster size
+    (``cluster_sizes[<source>]``: size -> status and reason) are recorded in the results. Returns the
+    pulls per source id and a Markdown report for the notebook that names every requested size.
+    A source with no usable pulls at the chosen cluster sizes is an error that says what to do.
     """
-    def key(image: str, tag) -> str:
-        repo, _ = split_image(image)
-        base = repo.rsplit("/", 1)[-1]
-        return str(tag) if tag is not None and not pd.isna(tag) and "-layers-size-" in str(tag) else f"{base}:{tag}"
-    return pd.Series([key(i, t) for i, t in zip(records["image"], records["tag"])], index=records.index,
-                     dtype="string")
-
-
-def analysable_pulls(records: pd.DataFrame, time: str = "pull_wait_s", *,
-                     require_size: bool = True) -> tuple[pd.DataFrame, Counter]:
-    """The experiment's own image pulls with a timing figure, and a count of what was left out and why."""
-    excluded: Counter = Counter()
-    is_study = records["study_image"].astype(bool)
-    excluded["not one of the study's images (system pods)"] = int((~is_study).sum())
-    df = records[is_study]
-    excluded["cache hit (image already present on the node)"] = int(df["cache_hit"].sum())
-    df = df[~df["cache_hit"]]
-    no_time = df[time].isna()
-    excluded[f"no {time} figure in the kubelet message"] = int(no_time.sum())
-    df = df[~no_time]
-    if require_size:
-        no_size = df["size_bytes"].isna()
-        excluded["image tag does not encode layers and size"] = int(no_size.sum())
-        df = df[~no_size]
-    df = df.copy()
-    df["size_gb"] = df["size_bytes"].astype("Float64") / GB
-    df["image_key"] = image_key(df)
-    return df.reset_index(drop=True), Counter({k: v for k, v in excluded.items() if v})
+    nodes = list(cluster_nodes) if cluster_nodes is not None else None
+    unique = {s.id: s for s in sources}
+    loaded = {sid: s.load(nodes, time=time, require_size=require_size, progress=progress) for sid, s in unique.items()}
+    summaries = [r.summary for r in loaded.values() if r.summary is not None]
+    if out is not None:
+        if summaries:
+            out.table(pd.DataFrame(summaries).fillna(0), "input-summary")
+        ledgers = {sid: r.ledger for sid, r in loaded.items() if r.ledger is not None}
+        if ledgers:
+            completeness.record(out, ledgers, nodes)
+    pulls, lines = {}, []
+    for sid, result in loaded.items():
+        pulls[sid] = result.records
+        if out is not None:
+            if result.local_run is None:
+                out.metric(f"unavailable_files[{sid}]", result.unavailable)
+                out.metric(f"cluster_sizes[{sid}]", {str(n): v for n, v in result.cluster_sizes.items()})
+            for reason, count in result.excluded.items():
+                out.excluded(f"{sid}: {reason}", count)
+        lines += result.report_lines
+        if result.records.empty:
+            raise RuntimeError(f"{sid}: no analysable pulls at cluster sizes {nodes} "
+                               f"({result.empty_reason or 'nothing read'}); if files are unavailable run `make data`, "
+                               "or choose cluster sizes the catalog marks available")
+    return pulls, "\n".join(lines)
 
 
 def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None, time: str, out=None, *,
                       require_size: bool = True, progress: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
-    """Load archived runs, keep the analysable pulls, and account for everything else.
-
-    With ``out`` (a StudyOutput) the input summary table, the unavailable files, the exclusions
-    (failed event captures among them) and what became of every requested cluster size
-    (``cluster_sizes[<run>]``: size -> status and reason) are recorded in the results. Returns the
-    pulls per run and a Markdown report for the notebook that names every requested size.
-    A run with no usable pulls at the chosen cluster sizes is an error that says what to do.
-    """
-    nodes = list(cluster_nodes) if cluster_nodes is not None else None
-    loaded = {run_id: archive.load_run(run_id, nodes, progress=progress) for run_id in dict.fromkeys(run_ids)}
-    summary = archive.load_summary(loaded)
-    if out is not None:
-        out.table(summary, "input-summary")
-        completeness.record(out, loaded, nodes)
-    pulls, lines = {}, []
-    for run_id, result in loaded.items():
-        pulls[run_id], excluded = analysable_pulls(result.records, time, require_size=require_size)
-        failed = Counter(f"event capture failed: {first}" for first in result.capture_failed.values())
-        sizes = cluster_size_status(result, pulls[run_id])
-        if out is not None:
-            out.metric(f"unavailable_files[{run_id}]", result.unavailable)
-            out.metric(f"cluster_sizes[{run_id}]", {str(n): v for n, v in sizes.items()})
-            for reason, count in (excluded + failed).items():
-                out.excluded(f"{run_id}: {reason}", count)
-        line = (f"* **{run_id}**: {len(pulls[run_id])} pulls analysed from {len(result.files)} event file(s); "
-                "excluded: " + ("; ".join([f"{r} ({c})" for r, c in excluded.items()]
-                                          + [f"{r} ({c} file{'s' if c > 1 else ''})" for r, c in failed.items()])
-                                or "nothing"))
-        if result.unavailable:
-            line += (f". **{len(result.unavailable)} event file(s) unavailable here**: "
-                     + ", ".join(f"`{p}`" for p in result.unavailable))
-        line += ". Cluster sizes: " + "; ".join(
-            f"{n} {v['status']}" + (f" ({v['reason']})" if v["reason"] else "") for n, v in sizes.items())
-        lines.append(line)
-        if pulls[run_id].empty:
-            why = "; ".join([f"{r}: {c}" for r, c in (excluded + failed).items()]
-                            + [f"size {n}: {v['reason']}" for n, v in sizes.items() if v["status"] == "not analysed"]) \
-                or f"{len(result.files)} event files read"
-            raise RuntimeError(f"{run_id}: no analysable pulls at cluster sizes {nodes} ({why}); if files are "
-                               "unavailable run `make data`, or choose cluster sizes the catalog marks available")
-    return pulls, "\n".join(lines)
-
-
-def cluster_size_status(result, pulls: pd.DataFrame) -> dict[int, dict]:
-    """Every requested cluster size of one run: analysed, partly analysed or not analysed, and why.
-
-    Starts from what ``archive.load_run`` found of each size (files missing, capture failed, not in
-    the catalog) and adds how many pulls survived the selection, so that no requested size vanishes.
-    """
-    counts = pulls["cluster_nodes"].astype(int).value_counts().to_dict() if len(pulls) else {}
-    out = {}
-    for n, found in sorted(result.cluster_sizes.items()):
-        pulls_n = int(counts.get(n, 0))
-        if found["status"] == "not read":
-            status, reason = "not analysed", found["reason"]
-        elif pulls_n == 0:
-            status = "not analysed"
-            reason = "; ".join(filter(None, ["no analysable pulls in its events", found["reason"]]))
-        else:
-            status = "analysed" if found["status"] == "read" else "partly analysed"
-            reason = found["reason"]
-        out[n] = {"status": status, "reason": reason, "complete": bool(found["complete"]) and pulls_n > 0,
-                  "pulls": pulls_n}
-    return out
+    """:func:`load_sources` for catalog runs, by id: the pulls per run and the Markdown account."""
+    return load_sources([ArchiveSource(r) for r in run_ids], cluster_nodes, time, out, require_size=require_size,
+                        progress=progress)
 
 
 def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

@@ -36,8 +36,8 @@ import nbformat
 import pandas as pd
 from tqdm import tqdm
 
-from pullstudy import completeness, localstudy, paths
-from pullstudy.claims import VERDICTS, Verdict, verdict_table, verdicts_from_dicts
+from pullstudy import completeness, paths
+from pullstudy.claims import VERDICTS, Verdict, reported_not_judged, verdict_table, verdicts_from_dicts
 from pullstudy.parameters import SET_BY_RUNNER, SPECS, ParameterError, close_matches, notebook_parameters, validate
 from pullstudy.results import METRICS_FILE, load_metrics
 from pullstudy.uncertainty_figures import how_sure_html
@@ -513,7 +513,7 @@ def collect_verdict_table(results_root: str | Path) -> pd.DataFrame:
         directory = Path(m["path"]).parent
         reason = _not_judged_reason(directory.name, _executed_status(directory)["status"])
         if reason is None:  # a local run records no verdict: its study's claims say why
-            verdicts.extend(found or localstudy.reported_not_judged(directory.name, m["metrics"]))
+            verdicts.extend(found or reported_not_judged(directory.name, m["metrics"]))
         else:
             claim_ids = dict.fromkeys(v.claim_id for v in found)
             verdicts.extend(Verdict(c, "not testable here", reason, notebook=directory.name) for c in claim_ids)

@@ -35,6 +35,7 @@ from scipy.special import comb
 from . import catalog
 from .claims import Verdict
 from .manifests import ImageSet
+from .sources.archive import container_set
 
 # The figures as the source published them (mean, population std over the full matrix with diagonal),
 # keyed by the catalog set they describe: "study containers" are similarity/performance-study, the
@@ -128,8 +129,6 @@ def _slugs(labels: Sequence[str]) -> list[str]:
 
 def load_sets(refs: str | Path | Iterable[str | Path], *, raw: str | Path | None = None) -> list[LoadedSet]:
     """Read every set named by catalog id or folder, keyed as above; the same set twice is refused."""
-    from .backends import archive  # the backend imports the readers; import it only when reading
-
     refs = _as_list(refs, "sets")
     if not refs:
         raise ValueError("sets: name at least one catalog set id or folder of manifests")
@@ -140,9 +139,8 @@ def load_sets(refs: str | Path | Iterable[str | Path], *, raw: str | Path | None
     labels = unique_labels(keys)
     out = []
     for ref, key, slug in zip(refs, keys, _slugs([labels[k] for k in keys])):
-        image_set, unavailable = archive.load_container_set(ref, raw=raw)
-        out.append(LoadedSet(key, labels[key], slug, str(ref), image_set, list(unavailable),
-                             archive.container_set_outputs(ref, raw=raw)))
+        image_set, unavailable, outputs = container_set(ref, raw=raw)
+        out.append(LoadedSet(key, labels[key], slug, str(ref), image_set, list(unavailable), outputs))
     return out
 
 

@@ -12,7 +12,8 @@ from scipy import stats as sps
 
 from . import rules, stats
 from .claims import Verdict
-from .pulls import GB, replicate_units
+from .pulls import replicate_units
+from .records import GB
 
 NOT_TESTABLE = "not testable here"
 MIN_SIZES = 3  # a trend needs at least three sizes (verdict_size_growth refuses fewer too)

@@ -1,4 +1,4 @@
 """Where pull records come from: ``archive`` (the upstream data); later ``local`` and ``kube``.
 
-Every backend ends in the same record table (``pullstudy.events.RECORD_COLUMNS``).
+Every backend ends in the same record table (``pullstudy.records.RECORD_COLUMNS``).
 """

@@ -21,7 +21,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..events import ParseResult, parse_events, split_image
+from ..events import ParseResult, parse_events
+from ..records import split_image
 from ..manifests import HISTORY_COLUMNS, LAYER_COLUMNS, LAYOUT_FILE, ImageSet, read_set
 from ..paths import raw_dir
 
@@ -213,4 +214,4 @@ def load_runs(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None = None
     return ParseResult.combine(load_run(r, nodes, runs=runs, **kwargs) for r in run_ids)
 
 
-__all__ = ["CatalogMismatch", "check_against_catalog", "condition_label", "image_host", "container_set_outputs", "load_container_set", "load_run", "load_runs", "load_summary", "study_images", "split_image"]
+__all__ = ["CatalogMismatch", "check_against_catalog", "condition_label", "image_host", "container_set_outputs", "load_container_set", "load_run", "load_runs", "load_summary", "study_images"]

@@ -64,7 +64,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from .. import catalog
-from ..events import RECORD_COLUMNS, decode_tag, typed_records
+from ..records import RECORD_COLUMNS, decode_tag, typed_records
 from . import lazy
 from .services import (Cleanup, ConditionUnavailable, Containerd, DiskFull, RateLimitedLink, Registry,
                        ScratchDir, ServiceError, Tmpfs, mount, mount_of, require_binary, unmount)
@@ -450,7 +450,7 @@ def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = Tru
 
     run.json's ``status`` ends as complete, failed (with the error) or interrupted (Ctrl-C, SIGTERM).
     ``resume``: ``out_dir`` holds an unfinished attempt at this same grid (the caller checked, see
-    localstudy.plan_run): its complete records are kept and only the pulls it lacks are measured.
+    sources.local.plan_run): its complete records are kept and only the pulls it lacks are measured.
     """
     out = Path(out_dir)
     records_path = out / "raw" / "records.jsonl"
@@ -519,7 +519,7 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _typed_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
-    """The record columns typed as events.typed_records types them, then the local extras."""
+    """The record columns typed as records.typed_records types them, then the local extras."""
     # reindex: runs recorded before a column existed (read_s) load with it empty
     df = pd.DataFrame(rows).reindex(columns=LOCAL_COLUMNS)
     typed = typed_records(df[RECORD_COLUMNS])
