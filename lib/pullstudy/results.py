@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pullstudy import charts, completeness
-from pullstudy.claims import Verdict
+from pullstudy.claims import Verdict, reported_not_judged, verdict_table
 
 METRICS_FILE = "metrics.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -204,6 +204,18 @@ class StudyOutput:
         tmp.write_text(text + "\n", encoding="utf-8")
         os.replace(tmp, path)
         return path
+
+
+    def finish(self) -> pd.DataFrame:
+        """Write the results and return the verdict table of this notebook: the last cell of every notebook.
+
+        Only the claims this notebook judged appear; a notebook that measured locally (its metrics
+        name the ``local_run``) shows its study's claims as reported, not judged, as the results page does.
+        """
+        self.write()
+        verdicts = self.verdicts or reported_not_judged(self.notebook, self.metrics)
+        table = verdict_table(verdicts)
+        return table[table["notebook"] != ""][["claim_id", "claim", "verdict", "measured", "reason"]]
 
 
 _REQUIRED = {"notebook": str, "metrics": dict, "verdicts": list, "excluded": dict,
