@@ -412,3 +412,103 @@ def verdict_streaming_apps(table: pd.DataFrame, *, claimed: float = 15.0, compar
 
 __all__ = ["APP_RUN_COLUMNS", "AppLogError", "SkippedLog", "app_name", "load_app_runs", "parse_app_log",
            "parse_app_logs", "parse_elapsed", "streaming_apps_table", "verdict_streaming_apps"]
+
+
+# --------------------------------------------------------------------------- the study of notebook 04
+
+APP_COLUMNS = ["scope", "app", "pull_wait_s_baseline", "pull_wait_s_treatment", "pull_wait_speedup",
+               "pull_wait_speedup_ci_low", "pull_wait_speedup_ci_high", "wall_s_baseline", "wall_s_treatment",
+               "ttuw_s_baseline", "ttuw_s_treatment", "ttuw_speedup", "ttuw_speedup_ci_low", "ttuw_speedup_ci_high"]
+NO_APP_RUNS = ("The application runs exist only in the archive (backend `{backend}` measures synthetic images): "
+               "this section, and the verdicts on the application claims, need `backend=\"archive\"`.")
+
+
+def _md(text: str):
+    from IPython.display import Markdown  # only notebooks display; the library runs without IPython
+
+    return Markdown(text)
+
+
+class StreamingAppsStudy:
+    """Application images with and without streaming: pull time, wall time, time to useful work, verdicts.
+
+    Built by :func:`study`; each method is one section of notebook 04 and returns what it shows. The
+    application runs exist only in the archive: with another backend every section says so instead.
+    """
+
+    def __init__(self, backend: str, params: Mapping, out):
+        self.backend, self.params, self.out = backend, dict(params), out
+        self.available = backend == "archive"
+        self.base, self.treat = self.params.get("apps_baseline_run"), self.params.get("apps_treatment_run")
+        self.nodes = self.params.get("apps_cluster_nodes")
+        self.report, self.pulls, self.app_runs, self.table = "", {}, None, None
+        if self.available:
+            self._load()
+
+    def _load(self) -> None:
+        from .pulls import load_for_analysis
+
+        p, out = self.params, self.out
+        self.pulls, self.report = load_for_analysis([self.base, self.treat], self.nodes, p["time_column"], out,
+                                                    require_size=False)
+        self.app_runs, log_skips, missing_logs = load_app_runs([self.base, self.treat], self.nodes)
+        for reason, count in log_skips.items():
+            out.excluded(f"application log: {reason}", count)
+        out.metric("unavailable_app_logs", missing_logs)
+        self.logs_text = (f"{len(self.app_runs)} application logs parsed; skipped: "
+                          + (", ".join(f"{r} ({c})" for r, c in log_skips.items()) or "none")
+                          + (f"; **{len(missing_logs)} log(s) unavailable here**" if missing_logs else ""))
+        self.table = out.table(streaming_apps_table(self.pulls, self.app_runs, self.base, self.treat,
+                                                    wall=p["wall_time"], n_boot=p["n_boot"], seed=p["seed"]),
+                               "streaming-apps")
+
+    def _absent(self) -> list:
+        return [_md(NO_APP_RUNS.format(backend=self.backend))]
+
+    def overview(self) -> list:
+        """What was read and left out of the application runs' events and logs."""
+        return [_md(self.report), _md(self.logs_text)] if self.available else self._absent()
+
+    def per_app(self) -> list:
+        """Per application (and pooled): pull time, wall time and time to useful work, with speedups."""
+        if not self.available:
+            return self._absent()
+        return [self.table[self.table["scope"] != "cluster"][APP_COLUMNS].round(2)]
+
+    def chart(self) -> list:
+        from .figures import time_to_work_chart
+
+        return [self.out.chart(time_to_work_chart(self.table), "time-to-useful-work")] if self.available else []
+
+    def verdict(self) -> list:
+        """Claim ``streaming-apps``: the pull-time effect over apps with its cluster-level interval, floor, other round."""
+        from . import compare
+
+        if not self.available:
+            return self._absent()
+        p = self.params
+        comparison = compare.compare_runs(self.pulls[self.base], self.pulls[self.treat], baseline=self.base,
+                                          treatment=self.treat, time=p["time_column"], margin=p["equivalence_margin"],
+                                          n_boot=p["n_boot"], seed=p["seed"])
+        reruns = compare.attach_reruns(comparison, self.nodes, n_boot=p["n_boot"], seed=p["seed"])
+        v = self.out.verdict(verdict_streaming_apps(self.table, claimed=p["apps_claimed_speedup"],
+                                                    comparison=comparison), runs=[self.base, self.treat])
+        return [_md(reruns), _md(f"**streaming-apps: {v.verdict}** — {v.reason}.")]
+
+    def claims_without_data(self) -> list:
+        """Claims on images no archived run pulled (``streaming-ml``, ``soci-example``): not testable here."""
+        if not self.available:
+            return self._absent()
+        archived = {r.id for r in catalog.load()}
+        shown = []
+        for claim in ("streaming-ml", "soci-example"):
+            v = self.out.verdict(Verdict(claim, "not testable here", f"no run of this image is archived (the "
+                                                                     f"catalog's {len(archived)} runs hold none)"),
+                                 runs=[])
+            shown.append(_md(f"**{claim}: {v.verdict}** — {v.reason}."))
+        return shown
+
+
+def study(backend: str, params: Mapping, out) -> StreamingAppsStudy:
+    """The application-image part of notebook 04, from its parameters (``apps_*``, ``wall_time``)."""
+    return StreamingAppsStudy(backend, params, out)

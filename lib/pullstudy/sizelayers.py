@@ -258,3 +258,100 @@ def fit_models(df: pd.DataFrame, *, split_bytes: float | None = 1e9, time: str =
             [v if isinstance(v, (list, tuple)) else (np.nan, np.nan) for v in out[col]], index=out.index)
         out = out.drop(columns=col)
     return out
+
+
+# --------------------------------------------------------------------------- the study of notebook 01
+
+class SizeLayersStudy:
+    """Study 01 from its parameters: the size run and the layers run, from the archive or measured here.
+
+    Built by :func:`study`. The archive gives two catalog runs; the local source one grid measured on
+    this machine, which serves as both. Verdicts are recorded only for archived runs: a local run is
+    reported, not judged.
+    """
+
+    def __init__(self, backend: str, params, out):
+        from .sources import BACKENDS
+
+        self.params, self.out, self.backend = dict(params), out, backend
+        time = self.params["time_column"]
+        self.availability = None
+        if backend == "archive":
+            from . import catalog
+            from .pulls import load_for_analysis
+
+            self.size_run, self.layers_run = self.params["size_run"], self.params["layers_run"]
+            self.availability = catalog.availability([catalog.get(self.size_run),
+                                                      catalog.get(self.layers_run)]).query("kind == 'events'")
+            self.pulls, self.report = load_for_analysis([self.size_run, self.layers_run],
+                                                        self.params["cluster_nodes"], time, out, require_size=False)
+            self.by_size = encoded_size_only(self.pulls[self.size_run], self.size_run, out)
+            self.by_layers = encoded_size_only(self.pulls[self.layers_run], self.layers_run, out)
+            self.all_layers_pulls = self.pulls[self.layers_run]
+        elif backend == "local":  # the same analysis of a grid measured on this machine (cold pulls)
+            from .sources.local import LocalSource
+
+            loaded = LocalSource("01-pull-size-layers", self.params.get("local_grid")).load(time=time)
+            out.metric("local_run", loaded.local_run)
+            self.report = loaded.report
+            self.by_size = self.by_layers = self.all_layers_pulls = loaded.records
+            self.size_run = self.layers_run = loaded.source
+        else:
+            raise ValueError(f"backend={backend!r} is not a known source; choose one of {', '.join(BACKENDS)}")
+        self.judged = backend == "archive"
+        self.untestable = out.metric("not_testable", untestable_parts(self.by_size, self.by_layers, self.size_run,
+                                                                      self.layers_run))
+
+    def overview(self) -> list:
+        from IPython.display import Markdown
+
+        shown = [] if self.availability is None else [self.availability]
+        shown.append(Markdown(self.report))
+        if self.untestable:
+            shown.append(Markdown("**Not testable with these runs** (the rest is done):\n\n"
+                                  + "\n".join(f"* `{part}`: {reason}" for part, reason in self.untestable.items())))
+        return shown
+
+    def _judge(self, v: Verdict, run: str) -> Verdict:
+        if self.judged:  # the claims concern the upstream GKE runs; local runs are reported, not judged
+            self.out.verdict(v, runs=[run])
+        return v
+
+    def size_verdict(self) -> Verdict:
+        """Claim ``size-growth`` on the size run, and the largest image's median (metric ``largest_image``)."""
+        p = self.params
+        v = (not_testable("size-growth", self.untestable["size-growth"], n=len(self.by_size))
+             if "size-growth" in self.untestable else
+             verdict_size_growth(self.by_size, p["time_column"], n_boot=p["n_boot"], seed=p["seed"]))
+        self._judge(v, self.size_run)
+        self.out.metric("largest_image", {"median_s": v.value, "ci_low": v.ci_low, "ci_high": v.ci_high, "n": v.n})
+        return v
+
+    def layer_difference(self) -> pd.DataFrame | None:
+        """Many minus few layers, per size (``layer-difference``); None when the runs cannot say."""
+        if "layers-no-effect" in self.untestable:
+            return None
+        p = self.params
+        return self.out.table(layer_difference(self.by_layers, p["time_column"], n_boot=p["n_boot"], seed=p["seed"]),
+                              "layer-difference")
+
+    def layers_verdict(self, difference: pd.DataFrame | None) -> Verdict:
+        """Claim ``layers-no-effect`` from :meth:`layer_difference` against the claim's own bound."""
+        if difference is None:
+            v = not_testable("layers-no-effect", self.untestable["layers-no-effect"], n=len(self.by_layers))
+        else:
+            v = verdict_layers_no_effect(difference, bound_s=self.params["layers_bound_s"])
+            self.out.metric("layer_difference_median_over_sizes_s", float(difference["difference_s"].median()))
+        return self._judge(v, self.layers_run)
+
+    def queue_wait(self) -> pd.DataFrame:
+        """pull_wait_s − pull_s over every pull of the layers run: the wait in the node's pull queue."""
+        w = self.all_layers_pulls
+        waited = (w["pull_wait_s"] - w["pull_s"]).describe(percentiles=[0.5, 0.9, 0.99])
+        self.out.metric("queue_wait_s", waited.to_dict())
+        return waited.round(3).to_frame("pull_wait_s − pull_s (s)")
+
+
+def study(backend: str, params, out) -> SizeLayersStudy:
+    """Study 01's runs loaded from the chosen source, with what they cannot answer (see :class:`SizeLayersStudy`)."""
+    return SizeLayersStudy(backend, params, out)
