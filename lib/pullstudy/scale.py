@@ -477,3 +477,68 @@ def verdict_scale_variation(table: pd.DataFrame, pulls: pd.DataFrame, *, spread:
     return Verdict(CLAIM, verdict, "; ".join(parts), measured=measured, value=sl["slope"],
                    ci_low=sl["ci_low"], ci_high=sl["ci_high"], unit=f"log-log slope of {spread} on nodes",
                    n=int(table["pulls"].sum()))
+
+
+# --------------------------------------------------------------------------- the study of notebook 07
+
+SPREAD_CSV_COLUMNS = ["run", "cluster_nodes", "cluster_instance", "image_key", "size_bytes", "layers",
+                      "image_size_reported", "size_gb", "size_source", "pulls", "nodes", "coverage", "pulled_first",
+                      "pulled_last", "pulled_range_s", "pulled_iqr_s", "matched_nodes", "node_range_matched_s",
+                      "sched_missing", "sched_pulled_median_s", "sched_pulled_min_s", "sched_pulled_max_s",
+                      "sched_pulled_range_s", "image_wall_s", "pull_s_median", "pull_wait_s_median", "resolution_s",
+                      "spread_resolved"]
+
+
+class ScaleInput:
+    """Study 07's pulls: every study image of the chosen runs (sized or not), with cluster instances.
+
+    ``availability`` is the event files here per run and cluster size; ``sizes`` the sizes the catalog
+    lists, those covered and the rest (also recorded as ``cluster_sizes_<key>``).
+    """
+
+    def __init__(self, runs: list[str], cluster_nodes, time: str, out):
+        from . import catalog
+        from .pulls import load_for_analysis
+
+        selected = [catalog.get(r) for r in runs]
+        availability = catalog.availability(selected).query("kind == 'events'")
+        self.availability = availability.pivot_table(
+            index="run", columns="cluster_nodes", values="available", aggfunc="sum", fill_value=0
+        ).rename_axis(columns="event files here, by cluster size (nodes)")
+        # Every study image counts, whether or not its tag encodes a size (application images do not).
+        pulls_by_run, self.report = load_for_analysis(runs, cluster_nodes, time, out, require_size=False)
+        self.records = pd.concat(pulls_by_run.values(), ignore_index=True)
+        self.records["cluster_instance"] = cluster_instances(self.records)
+        self.sizes = coverage(selected, self.records, cluster_nodes)
+        self.listed = self.sizes["listed"]
+        for key, value in self.sizes.items():
+            out.metric(f"cluster_sizes_{key}", value)
+
+
+def load_study(runs: list[str], cluster_nodes, time: str, out) -> ScaleInput:
+    return ScaleInput(runs, cluster_nodes, time, out)
+
+
+def record_spread(table: pd.DataFrame, out) -> float:
+    """Write ``spread-by-image`` and the timestamp resolution (metric); returns the resolution in seconds."""
+    out.table(table[SPREAD_CSV_COLUMNS], "spread-by-image")
+    return out.metric("timestamp_resolution_s", float(table["resolution_s"].max()))
+
+
+def spread_summary(table: pd.DataFrame, time: str) -> pd.DataFrame:
+    """Medians per run, cluster size and cluster of the spreads, the wall time and the pull time."""
+    return (table.groupby(["run", "cluster_nodes", "cluster_instance"])
+            [["pulled_range_s", "pulled_iqr_s", "node_range_matched_s", "sched_pulled_median_s", "image_wall_s",
+              f"{time}_median"]].median().round(2)
+            .rename(columns=lambda c: f"median {c}"))
+
+
+def judge(table: pd.DataFrame, pulls: pd.DataFrame, *, listed: list[int], time: str, n_boot: int, seed: int,
+          out) -> Verdict:
+    """Claim ``scale-variation`` recorded in ``out`` with its slope (``spread_slope``) and what was not testable."""
+    verdict = out.verdict(verdict_scale_variation(table, pulls, spread="pulled_range_s", time=time,
+                                                  listed_sizes=listed, n_boot=n_boot, seed=seed))
+    out.metric("not_testable", {verdict.claim_id: verdict.reason} if verdict.verdict == "not testable here" else {})
+    out.metric("spread_slope", {"value": verdict.value, "ci_low": verdict.ci_low, "ci_high": verdict.ci_high,
+                                "n": verdict.n, "unit": verdict.unit})
+    return verdict

@@ -577,3 +577,43 @@ def upstream_difference(matrix: pd.DataFrame, csv_path: str | Path) -> float:
                          f"only ours: {sorted(ours_names - their_names)[:3]})")
     theirs = theirs.loc[matrix.index, list(matrix.index)].astype(float)
     return float(np.abs(theirs.to_numpy() - matrix.to_numpy(dtype=float)).max())
+
+
+# --------------------------------------------------------------------------- the study of notebook 05
+
+def load_for_study(refs, out) -> tuple[list[LoadedSet], list[LoadedSet], str]:
+    """Read the sets and account for them in ``out``: files not here, problems, sets with no readable image.
+
+    Returns every set, the sets that have images (the ones analysed), and a Markdown overview. None
+    readable is an error naming the remedy.
+    """
+    loaded_sets = load_sets(refs)
+    for s in loaded_sets:
+        out.metric(f"unavailable_files[{s.label}]", s.unavailable)
+        for where, why in s.image_set.problems:
+            out.excluded(f"{s.label}: {where}: {why}", 1)
+    loaded = [s for s in loaded_sets if s.image_set.images]
+    for s in loaded_sets:
+        if not s.image_set.images:
+            out.excluded(f"{s.label}: no readable image here, the set is left out", 1)
+    if not loaded:
+        raise RuntimeError(f"none of the sets {refs} has a readable image: run `make data` or check the folders")
+    return loaded_sets, loaded, set_overview(loaded_sets)
+
+
+def union_of_sets(loaded: Sequence[LoadedSet], out) -> tuple[pd.DataFrame, dict[str, str], str]:
+    """The build-step matrix over all sets' images, each image's set, and a note on images in several sets."""
+    union, groups, shared = union_content(loaded)
+    out.metric("images_in_several_sets", shared)
+    note = (f"**{len(shared)} image(s) belong to more than one set**; each keeps one row per set (`image [set]`): "
+            + ", ".join(f"`{i}`" for i in shared[:10]) + (" …" if len(shared) > 10 else "")) if shared else ""
+    return union, groups, note
+
+
+def verdicts(loaded_sets: Sequence[LoadedSet], loaded: Sequence[LoadedSet], summaries: SetSummaries,
+             union: pd.DataFrame, groups: Mapping[str, str], *, spack_set: str, tolerance: float, out) -> list[str]:
+    """Both claims of study 05, recorded in ``out``; one Markdown line each."""
+    incomplete = [s.key for s in loaded_sets if not s.complete]
+    found = [out.verdict(verdict_similarity_sets(summaries.digest, tolerance=tolerance, incomplete=incomplete)),
+             out.verdict(verdict_similarity_clusters(union, groups, spack_group=resolve_label(loaded, spack_set)))]
+    return [f"**{v.claim_id}: {v.verdict}** — {v.reason}. *Measured:* {v.measured}." for v in found]

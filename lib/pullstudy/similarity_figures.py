@@ -7,6 +7,8 @@ import os
 import altair as alt
 import pandas as pd
 
+from .similarity import cluster_order
+
 
 MEASURE_TEXT = {"digest": "layer digests", "content": "build-step content (config history)"}
 
@@ -68,3 +70,17 @@ def bytes_saved(stats: pd.DataFrame, *, title: str = "What a node pulls for a wh
         color=alt.Color("how:N", title=None, scale=alt.Scale(scheme="set2"), legend=alt.Legend(labelLimit=320)),
         tooltip=["set:N", "how:N", alt.Tooltip("GB:Q", format=".2f")],
     )
+
+
+def matrix_charts(summaries, loaded, out) -> list:
+    """The clustered heatmap of every set under every measure, recorded in ``out`` (``heatmap-<set>-<measure>``)."""
+    slugs = {s.label: s.slug for s in loaded}
+    return [out.chart(heatmap(matrix, cluster_order(matrix), title=f"Jaccard similarity of {label}: {measure}",
+                              measure=MEASURE_TEXT[measure]), f"heatmap-{slugs[label]}-{measure}")
+            for (label, measure), matrix in summaries.matrices.items()]
+
+
+def union_chart(union: pd.DataFrame, loaded) -> alt.Chart:
+    """The build-step similarity across all sets (``heatmap-all-content``)."""
+    return heatmap(union, cluster_order(union), title="Build-step similarity across all sets",
+                   measure="build-step content; sets: " + ", ".join(s.label for s in loaded))

@@ -32,7 +32,8 @@ from .runtime import parse_cdi_spec, parse_daemon_config, parse_docker_info, par
 __all__ = [
     "Check", "CommandResult", "GPU_SPECS", "LAYERS", "LIVE_LAYERS", "REMEDY", "STATUSES",
     "archive_chart", "archive_checks", "archived_node_files", "cluster_nodes", "cluster_summary",
-    "gpu_pod_manifest", "gpu_spec_table", "gpu_usernetes_verdict", "host_checks", "kube_checks", "live_checks", "node_checks",
+    "archive_section", "gpu_pod_manifest", "gpu_spec_table", "gpu_usernetes_verdict", "host_checks", "kube_checks",
+    "live_checks", "live_section", "node_checks",
     "node_table", "parse_cdi_spec", "parse_containerd_config", "parse_daemon_config", "parse_docker_info",
     "parse_nvidia_smi_banner", "parse_nvidia_smi_list", "parse_subuid", "parse_training_log", "report_card",
     "report_card_chart", "run_command", "run_gpu_pod", "runtime_checks", "select_files", "status_counts",
@@ -51,3 +52,33 @@ def live_checks(kubeconfig: str | Path | None = None, node_container: str | None
                           training_log=log, expected_epochs=expected_epochs)
     return (host + runtime_checks(expected, timeout_s=timeout_s)
             + node_checks(node_container, expected, timeout_s=timeout_s) + kube)
+
+
+def live_section(out, **options) -> tuple[list[Check], "object", str]:
+    """The live layers as study 06 records them: the checks, their report card, and a one-line count.
+
+    ``options`` are :func:`live_checks`'s. Records ``live_status_counts`` and ``live_skip_reasons``.
+    """
+    live = live_checks(**options)
+    card = report_card(live)
+    skipped = card[card["status"] == "skip"]
+    out.metric("live_status_counts", card["status"].value_counts().to_dict())
+    out.metric("live_skip_reasons", dict(zip(skipped["layer"] + ": " + skipped["check"], skipped["evidence"])))
+    text = f"**{len(card)} live checks:** " + ", ".join(f"{(card['status'] == s).sum()} {s}" for s in STATUSES) + "."
+    return live, card, text
+
+
+def archive_section(out, wanted) -> tuple["object", "object", str]:
+    """The archived GPU node lists: every one the manifest lists, the ones chosen, and the selection note.
+
+    Records the lists not available here (an exclusion and ``archive_unavailable``) and the clusters analysed.
+    """
+    from .archive import selection_note
+
+    files = archived_node_files()
+    chosen = select_files(files, wanted)
+    unavailable = files[~files["available"]]
+    out.excluded("archived GPU node lists listed in data/manifest.json but not available here", len(unavailable))
+    out.metric("archive_unavailable", dict(zip(unavailable["cluster"], unavailable["reason"])))
+    out.metric("archive_clusters_analysed", chosen["cluster"].tolist())
+    return files, chosen, selection_note(files, chosen, wanted)
