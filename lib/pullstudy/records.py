@@ -31,6 +31,7 @@ STRING_COLUMNS = [c for c in RECORD_COLUMNS
                   if c not in set(TIME_COLUMNS) | set(INT_COLUMNS) | set(FLOAT_COLUMNS) | set(BOOL_COLUMNS)]
 
 GB = 1e9
+TIME_UNIT = "us"  # RFC 3339 timestamps in the events carry at most microseconds
 _TAG_FORMAT = re.compile(r"^(?P<layers>\d+)-layers-size-(?P<size>\d+)-bytes$")
 
 
@@ -43,8 +44,8 @@ def typed_records(df: pd.DataFrame) -> pd.DataFrame:
         df[col] = df[col].astype("float64")
     for col in BOOL_COLUMNS:
         df[col] = df[col].astype("bool")
-    for col in TIME_COLUMNS:
-        df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
+    for col in TIME_COLUMNS:  # one unit too: an all-empty column would otherwise come out in seconds
+        df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601").dt.as_unit(TIME_UNIT)
     for col in STRING_COLUMNS:
         df[col] = df[col].astype("string")
     return df[RECORD_COLUMNS]
