@@ -66,12 +66,25 @@ def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | Non
 
 
 def median_summary(df: pd.DataFrame, by: list[str], *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """Medians with bootstrap 95% CIs of both kubelet figures, side by side."""
+    """Medians with bootstrap 95% CIs of both kubelet figures, side by side, each with two intervals.
+
+    ``*_ci_low/high`` resample pulls within each group; ``*_cluster_ci_low/high`` resample the
+    clusters behind the group first (:func:`replicate_units`), then pulls within them, and
+    ``clusters`` says how many there are (with one, both intervals cover within-cluster variation only).
+    """
     parts = []
+    data = df.assign(cluster_id=replicate_units(df))
     for time in ("pull_wait_s", "pull_s"):
         t = stats.median_table(df, by, time, n_boot=n_boot, seed=seed)
-        parts.append(t.rename(columns={c: f"{time}_{c}" for c in ("n", "median", "ci_low", "ci_high")}))
-    out = parts[0].merge(parts[1], on=by)
+        t = t.rename(columns={c: f"{time}_{c}" for c in ("n", "median", "ci_low", "ci_high")})
+        rows = []
+        for key, g in data.groupby(by, sort=True, dropna=False):
+            groups, _, boot, k = stats.cluster_bootstrap_group_medians(g, time, group=by, n_boot=n_boot, seed=seed)
+            low, high = stats.interval_of(boot[:, 0]) if groups else (float("nan"), float("nan"))
+            rows.append([*(key if isinstance(key, tuple) else (key,)), low, high, k])
+        cl = pd.DataFrame(rows, columns=[*by, f"{time}_cluster_ci_low", f"{time}_cluster_ci_high", "clusters"])
+        parts.append(t.merge(cl, on=by, how="left"))
+    out = parts[0].merge(parts[1].drop(columns=["clusters"]), on=by)
     return out.rename(columns={"pull_wait_s_n": "n"}).drop(columns=["pull_s_n"])
 
 
