@@ -19,11 +19,12 @@ DEBIAN_GOPATH := /usr/share/gocode
 # list tests/conftest.py checks; a test keeps the two in step). `make system` installs the missing ones.
 SYSTEM_PACKAGES := docker-registry containerd iproute2 openssl golang-go $(STARGZ_LIB) stargz-snapshotter
 
-.PHONY: help system env stargz maybe-stargz data verify-data reproduce run test lab bench catalog clean distclean
+.PHONY: help system env stargz maybe-stargz data verify-data reproduce run test test-fast lab bench catalog clean distclean
 
 help:
 	@echo "make reproduce    fetch + verify the archived data, run every notebook into results/"
 	@echo "make test         fetch + verify the data, run the test suite"
+	@echo "make test-fast    the tests that need no root, service or notebook (seconds)"
 	@echo "make run STUDY=03-local-ssd BACKEND=local   one study; BACKEND=local measures on this machine"
 	@echo "make system       as root with apt: install the missing Debian packages ($(SYSTEM_PACKAGES))"
 	@echo "make stargz       build the lazy-pulling snapshotter (needs golang-go $(STARGZ_LIB))"
@@ -79,20 +80,25 @@ $(STARGZ): tools/stargz/main.go $(STAMP)
 	  -o $(abspath $@) .
 
 data: $(STAMP)
-	$(PY) -m pullstudy.data fetch $(DATA_ARGS)
+	$(PY) -m pullstudy.data.fetch fetch $(DATA_ARGS)
 
 verify-data: $(STAMP)
-	$(PY) -m pullstudy.data verify $(DATA_ARGS)
+	$(PY) -m pullstudy.data.fetch verify $(DATA_ARGS)
 
 catalog: $(STAMP)
-	$(PY) -m pullstudy.catalog build
+	$(PY) -m pullstudy.data.catalog build
 
 reproduce: data
-	$(PY) -m pullstudy.reproduce $(REPRODUCE_ARGS)
+	$(PY) -m pullstudy.report.runner $(REPRODUCE_ARGS)
 
 run: system data maybe-stargz
 	@test -n "$(STUDY)" || { echo "usage: make run STUDY=<notebook, e.g. 03-local-ssd> [BACKEND=archive|local] [RUN_ARGS='-p key=value']"; exit 2; }
-	$(PY) -m pullstudy.reproduce --only $(STUDY) --results results/$(BACKEND) $(if $(filter-out archive,$(BACKEND)),-p backend=$(BACKEND)) $(RUN_ARGS)
+	$(PY) -m pullstudy.report.runner --only $(STUDY) --results results/$(BACKEND) $(if $(filter-out archive,$(BACKEND)),-p backend=$(BACKEND)) $(RUN_ARGS)
+
+# Everything that needs no root, service or notebook: well under a minute.
+FAST_MARKERS := not slow and not notebooks and not needs_packages
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
 test: system data maybe-stargz
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""Event parsing throughput: pullstudy.events against the upstream approach, in the same run.
+"""Event parsing throughput: pullstudy.parsers.kubelet_events against the upstream approach, in the same run.
 
 The baseline is what the upstream analysis did: ``json.loads`` on every line, keep the ``Pulled``
 events, read the times out of the message with a regular expression. pullstudy does more (both
@@ -16,8 +16,8 @@ import statistics
 import time
 from pathlib import Path
 
-from pullstudy import catalog
-from pullstudy.events import parse_events
+from pullstudy.data import catalog
+from pullstudy.parsers.kubelet_events import parse_events
 from pullstudy.paths import raw_dir
 
 _WAITING = re.compile(r" in (\S+) \((\S+) including waiting\)")
@@ -72,7 +72,7 @@ def main() -> None:
     t_ours, n_ours = measure(pullstudy_parser, paths, args.repeat)
     print(f"{len(paths)} event files, {size_mb:.1f} MB, {lines} lines; median of {args.repeat} runs each")
     print(f"{'':28s}{'seconds':>9s}{'MB/s':>9s}{'lines/s':>11s}{'pulls':>8s}")
-    for name, t, n in (("baseline json.loads+regex", t_base, n_base), ("pullstudy.events", t_ours, n_ours)):
+    for name, t, n in (("baseline json.loads+regex", t_base, n_base), ("pullstudy.parsers.kubelet_events", t_ours, n_ours)):
         print(f"{name:28s}{t:9.3f}{size_mb / t:9.1f}{lines / t:11.0f}{n:8d}")
     print(f"speed ratio pullstudy/baseline: {t_base / t_ours:.2f}x "
           f"(pullstudy also keeps {n_ours - n_base} cache-hit and old-format records the baseline drops)")

@@ -1,4 +1,4 @@
-"""Layer-similarity scaling: pullstudy.similarity (sparse A·Aᵀ) against pairwise Python sets, in the same run.
+"""Layer-similarity scaling: pullstudy.studies.similarity (sparse A·Aᵀ) against pairwise Python sets, in the same run.
 
 The baseline is the upstream's method with its DataFrame filtering already removed: one Python set
 of digests per image, then a double loop over all pairs (intersection / union), filling a dense
@@ -26,7 +26,7 @@ import tracemalloc
 import numpy as np
 import pandas as pd
 
-from pullstudy import similarity
+from pullstudy.studies import similarity
 
 
 def synthetic_layers(n: int, *, bases: int = 40, pool: int = 20_000, seed: int = 0) -> pd.DataFrame:
@@ -108,8 +108,8 @@ def main() -> None:
           f"median of {args.repeat} runs, wall clock; memory = tracemalloc peak of one call")
     print(f"{'':34s}{'n':>7s}{'layers':>8s}{'seconds':>10s}{'peak MB':>9s}")
     print(f"{'baseline: pairwise Python sets':34s}{args.small:7d}{len(small):8d}{t_base:10.4f}{mem_base:9.1f}")
-    print(f"{'pullstudy.similarity (sparse)':34s}{args.small:7d}{len(small):8d}{t_small:10.4f}{mem_small:9.1f}")
-    print(f"{'pullstudy.similarity (sparse)':34s}{args.n:7d}{len(big):8d}{t_big:10.4f}{mem_big:9.1f}")
+    print(f"{'pullstudy.studies.similarity (sparse)':34s}{args.small:7d}{len(small):8d}{t_small:10.4f}{mem_small:9.1f}")
+    print(f"{'pullstudy.studies.similarity (sparse)':34s}{args.n:7d}{len(big):8d}{t_big:10.4f}{mem_big:9.1f}")
     print(f"speed ratio at n={args.small}: baseline/pullstudy = {t_base / t_small:.1f}x (same matrix, checked)")
     print(f"n={args.n}: {shared} of {n_pairs} pairs share a layer ({shared / n_pairs:.2%}), stored entries "
           f"{sim.nnz} vs {args.n ** 2} dense ({args.n ** 2 * 8 / 1e6:.0f} MB as float64); "

@@ -85,7 +85,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     for item in items:  # a misspelt package name stops the run at once, not one test at a time
-        needs_of(item)
+        if needs_of(item):  # `make test-fast` leaves these out: -m "not needs_packages"
+            item.add_marker("needs_packages")
 
 
 @pytest.hookimpl(tryfirst=True)  # before skipif marks, so a missing package is named (and fails in CI)

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pullstudy import catalog, data
-from pullstudy.backends import archive
+from pullstudy.data import catalog, fetch
+from pullstudy.sources.archive import runs as archive
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +15,7 @@ def runs():
 
 
 def test_committed_catalog_is_a_fresh_build_of_the_manifest():
-    manifest = data.load_manifest()
+    manifest = fetch.load_manifest()
     fresh = catalog.to_json(catalog.build(manifest), catalog.build_sets(manifest), catalog.build_gpu_clusters(manifest))
     committed = json.loads(catalog.catalog_path().read_text())
     assert committed == json.loads(json.dumps(fresh)), "run `make catalog` and commit data/catalog.json"
@@ -24,7 +24,7 @@ def test_committed_catalog_is_a_fresh_build_of_the_manifest():
 def test_every_pulling_file_of_the_manifest_is_in_exactly_one_run(runs):
     listed = [f.path for r in runs for f in r.files]
     assert len(listed) == len(set(listed))
-    manifest = {f.path for f in data.load_manifest().files if "/metadata/" in f.path and "/pulling" in f.path}
+    manifest = {f.path for f in fetch.load_manifest().files if "/metadata/" in f.path and "/pulling" in f.path}
     assert set(listed) == manifest
 
 
@@ -77,10 +77,10 @@ def test_select_by_condition(runs):
 
 
 def test_a_run_without_conditions_is_an_error(tmp_path):
-    m = data.load_manifest()
-    extra = data.DataFile("container-chonks", "experiments/pulling/metadata/run9/4/events-size-4-1.json", "0" * 40, 1)
+    m = fetch.load_manifest()
+    extra = fetch.DataFile("container-chonks", "experiments/pulling/metadata/run9/4/events-size-4-1.json", "0" * 40, 1)
     with pytest.raises(ValueError, match="run9"):
-        catalog.build(data.Manifest(m.sources, m.files + (extra,)))
+        catalog.build(fetch.Manifest(m.sources, m.files + (extra,)))
 
 
 def test_archive_reports_unavailable_clusters_instead_of_dropping_them(raw):
@@ -102,7 +102,7 @@ def test_every_similarity_and_container_size_file_is_in_a_set():
     sets = catalog.load_sets()
     listed = [f for s in sets for f in s.files]
     assert len(listed) == len(set(listed))
-    wanted = {f.path for f in data.load_manifest().files
+    wanted = {f.path for f in fetch.load_manifest().files
               if "experiments/similarity/" in f.path or "container-sizes/" in f.path}
     assert set(listed) == wanted
     assert {s.id for s in sets} >= {"similarity/containers", "similarity/performance-study", "similarity/spack"}
@@ -112,7 +112,7 @@ def test_every_similarity_and_container_size_file_is_in_a_set():
 
 def test_every_gpu_node_list_is_a_catalog_gpu_cluster():
     clusters = catalog.load_gpu_clusters()
-    wanted = {f.path for f in data.load_manifest().files if "/gpu/" in f.path and f.path.endswith(".json")
+    wanted = {f.path for f in fetch.load_manifest().files if "/gpu/" in f.path and f.path.endswith(".json")
               and "container-sizes" not in f.path}
     assert {c["path"] for c in clusters} == wanted
     assert {c["provider"] for c in clusters} == {"GKE", "EKS", "AKS"}

@@ -13,13 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from pullstudy import catalog, pulls
-from pullstudy.backends import archive
-from pullstudy.events import parse_events
+from pullstudy.data import catalog
+from pullstudy.studies import pulls
+from pullstudy.sources.archive import runs as archive
+from pullstudy.parsers.kubelet_events import parse_events
 from pullstudy.paths import raw_dir
-from pullstudy.results import StudyOutput
+from pullstudy.report.output import StudyOutput
 
-from test_events import CAPTURE_FAILED
+from test_kubelet_events import CAPTURE_FAILED
+
+pytestmark = pytest.mark.slow
 
 RUNS = catalog.load()
 

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pullstudy.claims import (
-    CLAIMS, SOURCE_2024, SOURCE_2025, UNTESTED_REASON, VERDICTS, Claim, Verdict,
-    verdict_table, verdicts_from_dicts,
-)
+from pullstudy.studies.claims import (CLAIMS, SOURCE_2024, SOURCE_2025, UNTESTED_REASON, VERDICTS, Claim,
+                                      Verdict, verdict_table, verdicts_from_dicts)
 from pullstudy.paths import PROJECT_ROOT
 
 EXPECTED_IDS = [

@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pullstudy import catalog, compare, pulls, records, stats
+from pullstudy.data import catalog
+from pullstudy.studies import compare, pulls
+from pullstudy import records, stats
 
 SIZES = [1e9, 5e9, 19e9]
 

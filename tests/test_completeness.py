@@ -7,11 +7,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pullstudy import catalog, completeness, pulls
-from pullstudy.backends import archive
-from pullstudy.claims import Verdict
-from pullstudy.reproduce import write_index
-from pullstudy.results import StudyOutput
+from pullstudy.data import catalog
+from pullstudy.studies import completeness, pulls
+from pullstudy.sources.archive import runs as archive
+from pullstudy.studies.claims import Verdict
+from pullstudy.report.page import write_index
+from pullstudy.report.output import StudyOutput
 
 URI = "ghcr.io/converged-computing/container-chonks-run1"
 SMALL = "9-layers-size-1176249324-bytes"

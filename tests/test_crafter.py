@@ -1,4 +1,4 @@
-"""pullstudy.crafter against a real CNCF distribution registry and a real containerd, on 127.0.0.1.
+"""pullstudy.images.crafter against a real CNCF distribution registry and a real containerd, on 127.0.0.1.
 
 Images are crafted and pushed, then read back blob by blob (digests, diff_ids, tar contents) and
 pulled + unpacked by containerd (``ctr images pull``/``check``), which proves they are valid images.
@@ -20,11 +20,11 @@ import requests
 
 import pullstudy
 from proxying import forward, serving
-from pullstudy import crafter
-from pullstudy.backends import services
-from pullstudy.crafter import CraftError
+from pullstudy.images import crafter
+from pullstudy.sources.local import registry_process, containerd as containerd_module
+from pullstudy.images.crafter import CraftError
 from pullstudy.records import decode_tag
-from pullstudy.registry import RetryPolicy
+from pullstudy.images.oci import RetryPolicy
 
 pytestmark = pytest.mark.registry  # needs docker-registry (conftest), unless marked otherwise
 
@@ -37,7 +37,7 @@ MB = 1_000_000
 
 @pytest.fixture(scope="module")
 def reg():
-    with services.Registry() as registry:  # a missing binary fails naming `apt-get install docker-registry`
+    with registry_process.Registry() as registry:  # a missing binary fails naming `apt-get install docker-registry`
         yield registry
 
 
@@ -200,7 +200,7 @@ def test_craft_grid_puts_each_content_in_its_repository(reg):
 @pytest.fixture(scope="module")
 def containerd(tmp_path_factory):
     """containerd on a private socket, its root in a tmp dir (services.Containerd: always stopped)."""
-    with services.Containerd(tmp_path_factory.mktemp("ctd-root")) as ctd:
+    with containerd_module.Containerd(tmp_path_factory.mktemp("ctd-root")) as ctd:
         yield ctd
 
 

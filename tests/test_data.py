@@ -7,13 +7,13 @@ import subprocess
 
 import pytest
 
-from pullstudy import data
+from pullstudy.data import fetch
 from pullstudy.paths import PROJECT_ROOT
 
 
 def test_git_blob_ids_match_git():
-    assert data.git_blob_id(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
-    assert data.git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    assert fetch.git_blob_id(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert fetch.git_blob_id(b"hello\n") == "ce013625030ba8dba906f756967f9e9ca394464a"
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def mirror(tmp_path):
     """A small manifest and a mirror holding: a plain file, a .gz file, a corrupted file; one file absent."""
     contents = {"a/plain.json": b'{"x": 1}\n', "b/packed.json": b"line\n" * 1000,
                 "c/corrupt.json": b"the real content\n", "d/absent.json": b"never mirrored\n"}
-    files = [{"source": "up", "path": p, "git_blob": data.git_blob_id(c), "size": len(c)} for p, c in contents.items()]
+    files = [{"source": "up", "path": p, "git_blob": fetch.git_blob_id(c), "size": len(c)} for p, c in contents.items()]
     manifest = {"sources": {"up": {"repository": "https://example.invalid/up", "commit": "0" * 40,
                                    "url_template": "http://127.0.0.1:9/{commit}/{path}"}},
                 "files": files}
@@ -37,7 +37,7 @@ def mirror(tmp_path):
 
 
 def _run(mirror, *args):
-    return data.main([*args, "--manifest", str(mirror / "manifest.json"), "--raw", str(mirror / "raw"), "--quiet"])
+    return fetch.main([*args, "--manifest", str(mirror / "manifest.json"), "--raw", str(mirror / "raw"), "--quiet"])
 
 
 def test_fetch_reports_missing_and_corrupt_and_writes_only_good_files(mirror, capsys, monkeypatch):
@@ -51,7 +51,7 @@ def test_fetch_reports_missing_and_corrupt_and_writes_only_good_files(mirror, ca
     assert not (raw / "c/corrupt.json").exists() and not (raw / "d/absent.json").exists()
     assert not list((mirror / "raw").rglob("*.part")), "no half-written files"
     assert "CORRUPT up/c/corrupt.json" in out and "2 of 4 files verified" in out
-    report = json.loads((mirror / "raw" / data.FETCH_REPORT).read_text())
+    report = json.loads((mirror / "raw" / fetch.FETCH_REPORT).read_text())
     assert report["status"]["up/d/absent.json"] == "unavailable"
     assert "not in the mirror" in report["detail"]["up/d/absent.json"]
     assert "download failed" in report["detail"]["up/d/absent.json"]
@@ -88,7 +88,7 @@ def test_fetch_without_mirror_folder_is_a_clear_error(mirror, capsys):
 def test_manifest_with_missing_fields_is_rejected(tmp_path):
     (tmp_path / "m.json").write_text(json.dumps({"sources": {"up": {}}, "files": [{"source": "up", "path": "x"}]}))
     with pytest.raises(ValueError, match="git_blob"):
-        data.load_manifest(tmp_path / "m.json")
+        fetch.load_manifest(tmp_path / "m.json")
 
 
 def test_make_data_target_uses_the_mirror_variable(mirror):
@@ -103,13 +103,13 @@ def test_make_data_target_uses_the_mirror_variable(mirror):
 
 def test_every_manifest_file_in_data_raw_is_intact(raw):
     """The real data/raw, as make data left it: verify-data passes, and finds no stranger."""
-    report = data.verify(data.load_manifest(), raw, progress=False)
+    report = fetch.verify(fetch.load_manifest(), raw, progress=False)
     assert report.ok, report.summary()
     assert len(report.ok_files) > 100
 
 
 def test_committed_manifest_covers_both_sources():
-    m = data.load_manifest()
+    m = fetch.load_manifest()
     assert {f.source for f in m.files} == {"container-chonks", "performance-study"}
     assert all(len(f.git_blob) == 40 for f in m.files)
     assert m.url(m.files[0]).startswith("https://")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from pullstudy import data
+from pullstudy.data import fetch
 from pullstudy.paths import PROJECT_ROOT
 
 CONTENTS = {"a/plain.json": b'{"x": 1}\n', "b/packed.json": b"line\n" * 1000,
@@ -29,7 +29,7 @@ CONTENTS = {"a/plain.json": b'{"x": 1}\n', "b/packed.json": b"line\n" * 1000,
 
 
 def _manifest(root: Path, url_template: str = "http://127.0.0.1:9/{commit}/{path}", contents=CONTENTS) -> Path:
-    files = [{"source": "up", "path": p, "git_blob": data.git_blob_id(c), "size": len(c)} for p, c in contents.items()]
+    files = [{"source": "up", "path": p, "git_blob": fetch.git_blob_id(c), "size": len(c)} for p, c in contents.items()]
     doc = {"sources": {"up": {"repository": "https://example.invalid/up", "commit": "0" * 40,
                               "url_template": url_template}}, "files": files}
     path = root / "manifest.json"
@@ -56,13 +56,13 @@ def site(tmp_path):
 def _run(site, *args, mirror=True):
     extra = ["--mirror", str(site / "mirror")] if mirror and args[0] == "fetch" else []
     extra += ["--offline"] if args[0] == "fetch" else []
-    return data.main([*args, *extra, "--manifest", str(site / "manifest.json"), "--raw", str(site / "raw"), "--quiet"])
+    return fetch.main([*args, *extra, "--manifest", str(site / "manifest.json"), "--raw", str(site / "raw"), "--quiet"])
 
 
 def _cli(*args, env=None):
     """The command line as a user runs it: a separate Python, its stdout/stderr and exit code."""
     env = dict(os.environ, **(env or {}))
-    return subprocess.run([sys.executable, "-m", "pullstudy.data", *args, "--quiet"], cwd=PROJECT_ROOT,
+    return subprocess.run([sys.executable, "-m", "pullstudy.data.fetch", *args, "--quiet"], cwd=PROJECT_ROOT,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -91,9 +91,9 @@ def test_altered_file_missing_from_the_mirror_is_quarantined_not_analysed(site, 
     held = site / "quarantine/up/a/plain.json"
     assert held.read_bytes() == b'{"x": 2}\n'
     note = (site / "quarantine/up/a/plain.json.note.txt").read_text()
-    assert data.git_blob_id(b'{"x": 2}\n') in note and data.git_blob_id(CONTENTS["a/plain.json"]) in note
+    assert fetch.git_blob_id(b'{"x": 2}\n') in note and fetch.git_blob_id(CONTENTS["a/plain.json"]) in note
     assert "QUARANTINED up/a/plain.json" in out
-    assert "up/a/plain.json" not in data.available_files(data.load_manifest(site / "manifest.json"), site / "raw")
+    assert "up/a/plain.json" not in fetch.available_files(fetch.load_manifest(site / "manifest.json"), site / "raw")
     assert _run(site, "verify") == 1
     assert "NOT FETCHED up/a/plain.json" in capsys.readouterr().out
     # It stays a failure on the next run (the researcher had this file) until restored or let go.
@@ -189,7 +189,7 @@ def _stalling_server(partial_body: bool):
 def _kill_fetch_when(site, ready):
     """Start a real `fetch` (downloads on), wait until ready(raw) holds, then SIGKILL it."""
     env = dict(os.environ, PULLSTUDY_OFFLINE="0")
-    proc = subprocess.Popen([sys.executable, "-m", "pullstudy.data", "fetch", "--quiet",
+    proc = subprocess.Popen([sys.executable, "-m", "pullstudy.data.fetch", "fetch", "--quiet",
                              "--mirror", str(site / "mirror"), "--manifest", str(site / "manifest.json"),
                              "--raw", str(site / "raw")], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -208,7 +208,7 @@ def test_verify_after_an_interrupted_fetch_fails(site, capsys):
     with _stalling_server(partial_body=False) as url:
         _manifest(site, url)
         _kill_fetch_when(site, lambda raw: (raw / "up/c/other.json").is_file())
-    assert (site / "raw/up/a/plain.json").is_file() and not (site / "raw" / data.FETCH_REPORT).exists()
+    assert (site / "raw/up/a/plain.json").is_file() and not (site / "raw" / fetch.FETCH_REPORT).exists()
     assert _run(site, "verify") == 1
     assert "never fetched" in capsys.readouterr().out
     # Even with the report of an earlier complete fetch beside it, an interrupted one is a failure.
@@ -217,7 +217,7 @@ def test_verify_after_an_interrupted_fetch_fails(site, capsys):
         _manifest(site, url)
         (site / "raw/up/a/plain.json").unlink()
         (site / "mirror/up/a/plain.json").unlink()
-        _kill_fetch_when(site, lambda raw: (raw / data.IN_PROGRESS).is_file() and time.sleep(1) is None)
+        _kill_fetch_when(site, lambda raw: (raw / fetch.IN_PROGRESS).is_file() and time.sleep(1) is None)
     capsys.readouterr()
     assert _run(site, "verify") == 1
     assert "interrupted" in capsys.readouterr().out
@@ -269,7 +269,7 @@ def test_damaged_manifest(site, damage):
 
 def test_truncated_fetch_report(site, capsys):
     assert _run(site, "fetch") == 0
-    report = site / "raw" / data.FETCH_REPORT
+    report = site / "raw" / fetch.FETCH_REPORT
     report.write_text(report.read_text()[:40])
     _one_line_error(_cli("verify", "--manifest", str(site / "manifest.json"), "--raw", str(site / "raw")),
                     str(report), "damaged", "make data")
@@ -343,7 +343,7 @@ def test_full_disk_while_writing_the_report(site, monkeypatch, capsys):
     real_write_text = Path.write_text
 
     def write_text(self, text, *a, **kw):
-        if self.name == data.FETCH_REPORT + ".part":
+        if self.name == fetch.FETCH_REPORT + ".part":
             real_write_text(self, text[:100], *a, **kw)  # a partial file, as a full disk leaves it
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
         return real_write_text(self, text, *a, **kw)

@@ -20,12 +20,12 @@ import json
 import pandas as pd
 import pytest
 
-from pullstudy import catalog
-from pullstudy.backends import archive
-from pullstudy.claims import CLAIMS
+from pullstudy.data import catalog
+from pullstudy.sources.archive import runs as archive
+from pullstudy.studies.claims import CLAIMS
 from pullstudy.paths import notebooks_dir, raw_dir
 from pullstudy.records import image_key
-from pullstudy.reproduce import run_notebooks
+from pullstudy.report.runner import run_notebooks
 
 pytestmark = pytest.mark.notebooks
 

@@ -8,6 +8,7 @@ objects and fake API objects that record the calls made to them.
 
 from __future__ import annotations
 
+from pathlib import Path
 import copy
 import json
 import os
@@ -18,40 +19,24 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from pullstudy import gpu
-from pullstudy.gpu import checks as C
-from pullstudy.gpu import host, kube, node, nodes, report, runtime
-from pullstudy.gpu.archive import archive_checks, archived_node_files, cluster_nodes, cluster_summary, select_files
+from pullstudy.studies import gpu
+from pullstudy.studies.gpu import checks as C
+from pullstudy.studies.gpu import host, kube, usernetes_node, node_objects, report, runtime
+from pullstudy.studies.gpu.archive import (archive_checks, archived_node_files, cluster_nodes,
+                                           cluster_summary, select_files)
+
+FIXTURES = Path(__file__).parent / "fixtures"  # recorded command outputs
 
 GKE = "performance-study/experiments/google/gke/gpu"
 EKS = "performance-study/experiments/aws/eks/gpu"
 
 # ---------------------------------------------------------------- recorded outputs (formats as the tools print them)
 
-NVIDIA_SMI_L_V100 = """\
-GPU 0: Tesla V100-SXM2-16GB (UUID: GPU-86e60957-0cc5-7959-855b-28f0d7bac243)
-GPU 1: Tesla V100-SXM2-16GB (UUID: GPU-42be0b4d-4cfd-d4b1-51db-1900b18bf14d)
-GPU 2: Tesla V100-SXM2-16GB (UUID: GPU-8e2712fe-6590-250e-8b90-280dbc470b41)
-GPU 3: Tesla V100-SXM2-16GB (UUID: GPU-2ecae5d2-3a27-6851-52a1-d11046a65791)
-"""
+NVIDIA_SMI_L_V100 = (FIXTURES / "gpu" / "nvidia_smi_l_v100.txt").read_text()
 
-NVIDIA_SMI_L_MIG = """\
-GPU 0: NVIDIA A100-SXM4-80GB (UUID: GPU-513536b6-7d19-9063-b049-1e69664bb298)
-  MIG 1g.20gb     Device  0: (UUID: MIG-ce861fb0-a248-58ce-a9a8-f9adbc22a66a)
-  MIG 1g.20gb     Device  1: (UUID: MIG-a45882f0-9215-5733-a0c1-49286ab31cb5)
-GPU 1: NVIDIA A100-SXM4-80GB (UUID: GPU-d8594bd4-0fc3-8595-e355-7c98138f3b95)
-"""
+NVIDIA_SMI_L_MIG = (FIXTURES / "gpu" / "nvidia_smi_l_mig.txt").read_text()
 
-NVIDIA_SMI_BANNER = """\
-Tue Mar 25 17:40:12 2025
-+-----------------------------------------------------------------------------------------+
-| NVIDIA-SMI 560.35.03              Driver Version: 560.35.03      CUDA Version: 12.6     |
-|-----------------------------------------+------------------------+----------------------+
-| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |
-|=========================================+========================+======================|
-|   0  Tesla V100-SXM2-16GB           On  |   00000000:00:04.0 Off |                    0 |
-+-----------------------------------------+------------------------+----------------------+
-"""
+NVIDIA_SMI_BANNER = (FIXTURES / "gpu" / "nvidia_smi_banner.txt").read_text()
 
 NVIDIA_SMI_NO_DRIVER = ("NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
                         "Make sure that the latest NVIDIA driver is installed and running.\n")
@@ -79,150 +64,26 @@ DOCKER_INFO_NO_DAEMON = ('{"ID":"","Containers":0,"Driver":"","ServerVersion":""
                          '"SecurityOptions":null,"CDISpecDirs":null,"ClientInfo":{"Debug":false,"Version":"28.2.2"}}')
 NO_DAEMON_ERR = "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n"
 
-DAEMON_JSON_NVIDIA = '{\n    "runtimes": {\n        "nvidia": {\n            "args": [],\n            "path": "nvidia-container-runtime"\n        }\n    }\n}\n'
+DAEMON_JSON_NVIDIA = (FIXTURES / "gpu" / "daemon_json_nvidia.txt").read_text()
 
 # `nvidia-ctk cdi generate` output for a 2-GPU host (mounts and hooks trimmed).
-CDI_SPEC = """\
----
-cdiVersion: 0.5.0
-containerEdits:
-  deviceNodes:
-  - path: /dev/nvidia-modeset
-  - path: /dev/nvidia-uvm
-  - path: /dev/nvidia-uvm-tools
-  - path: /dev/nvidiactl
-  env:
-  - NVIDIA_VISIBLE_DEVICES=void
-  hooks:
-  - args:
-    - nvidia-cdi-hook
-    - create-symlinks
-    - --link
-    - libcuda.so.1::/usr/lib/x86_64-linux-gnu/libcuda.so
-    hookName: createContainer
-    path: /usr/bin/nvidia-cdi-hook
-  mounts:
-  - containerPath: /usr/lib/x86_64-linux-gnu/libcuda.so.560.35.03
-    hostPath: /usr/lib/x86_64-linux-gnu/libcuda.so.560.35.03
-    options:
-    - ro
-    - nosuid
-    - nodev
-    - bind
-devices:
-- containerEdits:
-    deviceNodes:
-    - path: /dev/nvidia0
-  name: "0"
-- containerEdits:
-    deviceNodes:
-    - path: /dev/nvidia1
-  name: "1"
-- containerEdits:
-    deviceNodes:
-    - path: /dev/nvidia0
-  name: GPU-86e60957-0cc5-7959-855b-28f0d7bac243
-- containerEdits:
-    deviceNodes:
-    - path: /dev/nvidia1
-  name: GPU-42be0b4d-4cfd-d4b1-51db-1900b18bf14d
-- containerEdits:
-    deviceNodes:
-    - path: /dev/nvidia0
-    - path: /dev/nvidia1
-  name: all
-kind: nvidia.com/gpu
-"""
-CDI_SPEC_EMPTY = "---\ncdiVersion: 0.5.0\ncontainerEdits: {}\ndevices: []\nkind: nvidia.com/gpu\n"
+CDI_SPEC = (FIXTURES / "gpu" / "cdi_spec.txt").read_text()
+CDI_SPEC_EMPTY = (FIXTURES / "gpu" / "cdi_spec_empty.txt").read_text()
 
 # `containerd config dump` in a containerd 1.7 node (config version 2), CRI plugin trimmed.
-CONTAINERD_17 = """\
-version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-
-[plugins]
-  [plugins."io.containerd.grpc.v1.cri"]
-    cdi_spec_dirs = ["/etc/cdi", "/var/run/cdi"]
-    enable_cdi = true
-    sandbox_image = "registry.k8s.io/pause:3.10"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd]
-      default_runtime_name = "runc"
-      snapshotter = "overlayfs"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes]
-
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia]
-          runtime_type = "io.containerd.runc.v2"
-
-          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.nvidia.options]
-            BinaryName = "/usr/bin/nvidia-container-runtime"
-            SystemdCgroup = true
-
-        [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-          runtime_type = "io.containerd.runc.v2"
-
-          [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-            SystemdCgroup = true
-"""
+CONTAINERD_17 = (FIXTURES / "gpu" / "containerd_17.txt").read_text()
 CONTAINERD_17_NO_CDI = CONTAINERD_17.replace("enable_cdi = true", "enable_cdi = false")
-CONTAINERD_20 = """\
-version = 3
+CONTAINERD_20 = (FIXTURES / "gpu" / "containerd_20.txt").read_text()
 
-[plugins]
-  [plugins.'io.containerd.cri.v1.runtime']
-    [plugins.'io.containerd.cri.v1.runtime'.containerd]
-      default_runtime_name = 'runc'
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
-        runtime_type = 'io.containerd.runc.v2'
-"""
+LS_DEV_CHAR = (FIXTURES / "gpu" / "ls_dev_char.txt").read_text()
+LS_DEV = (FIXTURES / "gpu" / "ls_dev.txt").read_text()
 
-LS_DEV_CHAR = """\
-total 0
-lrwxrwxrwx 1 root root  8 Mar 25 17:20 10:144 -> ../nvram
-lrwxrwxrwx 1 root root 10 Mar 25 17:31 195:0 -> ../nvidia0
-lrwxrwxrwx 1 root root 10 Mar 25 17:31 195:1 -> ../nvidia1
-lrwxrwxrwx 1 root root 12 Mar 25 17:31 195:254 -> ../nvidia-modeset
-lrwxrwxrwx 1 root root 12 Mar 25 17:31 195:255 -> ../nvidiactl
-lrwxrwxrwx 1 root root 15 Mar 25 17:31 508:0 -> ../nvidia-uvm
-lrwxrwxrwx 1 root root 21 Mar 25 17:31 508:1 -> ../nvidia-uvm-tools
-"""
-LS_DEV = "char\nconsole\nfd\nfull\nnull\nnvidia-modeset\nnvidia-uvm\nnvidia-uvm-tools\nnvidia0\nnvidia1\nnvidiactl\nzero\n"
-
-TOOLKIT_CONFIG = """\
-#accept-nvidia-visible-devices-as-volume-mounts = false
-disable-require = false
-supported-driver-capabilities = "compat32,compute,display,graphics,ngx,utility,video"
-
-[nvidia-container-cli]
-environment = []
-ldconfig = "@/sbin/ldconfig.real"
-load-kmods = true
-#no-cgroups = false
-
-[nvidia-container-runtime]
-log-level = "info"
-mode = "auto"
-runtimes = ["docker-runc", "runc", "crun"]
-"""
+TOOLKIT_CONFIG = (FIXTURES / "gpu" / "toolkit_config.txt").read_text()
 TOOLKIT_NO_CGROUPS = TOOLKIT_CONFIG.replace("#no-cgroups = false", "no-cgroups = true")
 
-SUBUID = "ubuntu:100000:65536\nvsoch:165536:65536\n"
+SUBUID = (FIXTURES / "gpu" / "subuid.txt").read_text()
 
-MNIST_LOG = """\
-Train Epoch: 1 [0/60000 (0%)]\tLoss: 2.299825
-Train Epoch: 1 [59520/60000 (99%)]\tLoss: 0.031642
-
-Test set: Average loss: 0.0479, Accuracy: 9842/10000 (98%)
-
-Train Epoch: 2 [0/60000 (0%)]\tLoss: 0.045133
-Train Epoch: 2 [59520/60000 (99%)]\tLoss: 0.014350
-
-Test set: Average loss: 0.0361, Accuracy: 9881/10000 (99%)
-
-Train Epoch: 3 [0/60000 (0%)]\tLoss: 0.009824
-"""
+MNIST_LOG = (FIXTURES / "gpu" / "mnist_log.txt").read_text()
 
 
 # ---------------------------------------------------------------- helpers
@@ -479,21 +340,21 @@ def test_the_runtime_layer_on_this_machine_never_crashes():
 
 
 def test_containerd_cdi_settings():
-    v17 = node.parse_containerd_config(CONTAINERD_17)
+    v17 = usernetes_node.parse_containerd_config(CONTAINERD_17)
     assert v17["enable_cdi"] and not v17["cdi_default"] and v17["cdi_spec_dirs"] == ["/etc/cdi", "/var/run/cdi"]
     assert set(v17["runtimes"]) == {"nvidia", "runc"} and v17["default_runtime"] == "runc"
-    assert node.containerd_check(CONTAINERD_17, "containerd config dump").status == "pass"
-    off = node.containerd_check(CONTAINERD_17_NO_CDI, "containerd config dump")
+    assert usernetes_node.containerd_check(CONTAINERD_17, "containerd config dump").status == "pass"
+    off = usernetes_node.containerd_check(CONTAINERD_17_NO_CDI, "containerd config dump")
     assert off.status == "fail" and off.remedy == C.REMEDY["containerd_cdi"]
-    v20 = node.parse_containerd_config(CONTAINERD_20)
+    v20 = usernetes_node.parse_containerd_config(CONTAINERD_20)
     assert v20["enable_cdi"] and v20["cdi_default"]
-    assert node.containerd_check("version = [", "x").status == "fail"
+    assert usernetes_node.containerd_check("version = [", "x").status == "fail"
 
 
 def node_runner(override=None):
     answers = {
         ("docker", "exec", "usernetes-node-1", "true"): (0, "", ""),
-        ("docker", "exec", "usernetes-node-1", "sh", "-c"): (0, f"{node.MARK}/etc/cdi/nvidia.yaml\n{CDI_SPEC}", ""),
+        ("docker", "exec", "usernetes-node-1", "sh", "-c"): (0, f"{usernetes_node.MARK}/etc/cdi/nvidia.yaml\n{CDI_SPEC}", ""),
         ("docker", "exec", "usernetes-node-1", "containerd", "config", "dump"): (0, CONTAINERD_17, ""),
         ("docker", "exec", "usernetes-node-1", "ls", "-l", "/dev/char"): (0, LS_DEV_CHAR, ""),
         ("docker", "exec", "usernetes-node-1", "ls", "/dev"): (0, LS_DEV, ""),
@@ -505,8 +366,8 @@ def node_runner(override=None):
 
 def test_node_layer_reads_the_node_through_docker_exec_with_timeouts():
     run = node_runner()
-    checks = node.node_checks("usernetes-node-1", 2, run=run, timeout_s=7)
-    assert [c.name for c in checks] == list(node.NAMES)
+    checks = usernetes_node.node_checks("usernetes-node-1", 2, run=run, timeout_s=7)
+    assert [c.name for c in checks] == list(usernetes_node.NAMES)
     assert [c.status for c in checks] == ["pass"] * 4, [c.evidence for c in checks]
     assert all(argv[:3] == ("docker", "exec", "usernetes-node-1") and t == 7 for argv, t in run.calls)
 
@@ -514,24 +375,24 @@ def test_node_layer_reads_the_node_through_docker_exec_with_timeouts():
 def test_node_layer_fails_without_the_nodes_own_cdi_spec_and_containerd_cdi():
     run = node_runner({("docker", "exec", "usernetes-node-1", "sh", "-c"): (0, "", ""),
                          ("docker", "exec", "usernetes-node-1", "containerd", "config", "dump"): (0, CONTAINERD_17_NO_CDI, "")})
-    cdi, containerd, *_ = node.node_checks("usernetes-node-1", 2, run=run)
+    cdi, containerd, *_ = usernetes_node.node_checks("usernetes-node-1", 2, run=run)
     assert cdi.status == "fail" and cdi.remedy == C.REMEDY["cdi_node"]
     assert containerd.status == "fail" and "enable_cdi = false" in containerd.evidence
 
 
 def test_node_layer_without_a_node_is_skipped_with_the_reason():
-    assert {c.status for c in node.node_checks(None, 2, run=FakeRunner({}))} == {"skip"}
+    assert {c.status for c in usernetes_node.node_checks(None, 2, run=FakeRunner({}))} == {"skip"}
     gone = FakeRunner({("docker", "exec"): (1, "", "Error response from daemon: No such container: usernetes-node-1\n")})
-    checks = node.node_checks("usernetes-node-1", 2, run=gone)
+    checks = usernetes_node.node_checks("usernetes-node-1", 2, run=gone)
     assert {c.status for c in checks} == {"skip"} and "No such container" in checks[0].evidence
-    assert node.split_marked_files(f"{node.MARK}/a.yaml\nx: 1\n{node.MARK}/b.json\n{{}}\n") == {"/a.yaml": "x: 1\n", "/b.json": "{}\n"}
+    assert usernetes_node.split_marked_files(f"{usernetes_node.MARK}/a.yaml\nx: 1\n{usernetes_node.MARK}/b.json\n{{}}\n") == {"/a.yaml": "x: 1\n", "/b.json": "{}\n"}
 
 
 # ---------------------------------------------------------------- node objects (archived, real)
 
 
 def test_archived_eks_node_list_has_eight_gpus_per_p3dn_node(raw):
-    table = nodes.node_table(load(raw, f"{EKS}/nodes-8.json"), provider="EKS")
+    table = node_objects.node_table(load(raw, f"{EKS}/nodes-8.json"), provider="EKS")
     assert len(table) == 8 and table["gpu_node"].all()
     assert (table["gpu_capacity"] == 8).all() and (table["gpu_allocatable"] == 8).all()
     assert (table["expected_gpus"] == 8).all() and not table["degraded"].any()
@@ -540,7 +401,7 @@ def test_archived_eks_node_list_has_eight_gpus_per_p3dn_node(raw):
 
 
 def test_archived_gke_list_taken_before_the_gpus_were_advertised_names_the_degraded_nodes(raw):
-    table = nodes.node_table(load(raw, f"{GKE}/size32/metadata/nodes-32.json"), provider="GKE")
+    table = node_objects.node_table(load(raw, f"{GKE}/size32/metadata/nodes-32.json"), provider="GKE")
     assert table["gpu_node"].sum() == 32 and table["degraded"].sum() == 27
     bad = table.set_index("node").loc["gke-gpu-cluster-32-default-pool-2c8d69ed-99nx"]
     assert bad["degraded"] and bad["expected_gpus"] == 8 and "labels not applied yet" in bad["problem"]
@@ -549,7 +410,7 @@ def test_archived_gke_list_taken_before_the_gpus_were_advertised_names_the_degra
 
 
 def test_a_pool_that_attached_four_v100s_is_not_degraded(raw):
-    table = nodes.node_table(load(raw, f"{GKE}/size4/metadata/nodes-4.json"), provider="GKE")
+    table = node_objects.node_table(load(raw, f"{GKE}/size4/metadata/nodes-4.json"), provider="GKE")
     assert (table["gpu_allocatable"] == 4).all() and (table["expected_gpus"] == 4).all()
     assert not table["degraded"].any() and "4 or 8 allowed" in table["expected_source"].iloc[0]
 
@@ -559,13 +420,13 @@ def test_acceptance_a_node_with_fewer_gpus_than_its_instance_type_is_degraded_an
     victim = items[3]["metadata"]["name"]
     items[3]["status"]["capacity"]["nvidia.com/gpu"] = "7"
     items[3]["status"]["allocatable"]["nvidia.com/gpu"] = "7"
-    table = nodes.node_table(items, provider="GKE")
+    table = node_objects.node_table(items, provider="GKE")
     assert table.loc[table["degraded"], "node"].tolist() == [victim]
     check = kube.gpus_per_node_check(table, C.ARCHIVE, "gke/size8/nodes-8-8-26-2024")
     assert check.status == "fail" and victim in check.evidence and "allocatable 7 < expected 8" in check.evidence
     eks = copy.deepcopy(load(raw, f"{EKS}/nodes-8.json"))
     eks[0]["status"]["allocatable"]["nvidia.com/gpu"] = "6"
-    eks_table = nodes.node_table(eks, provider="EKS")
+    eks_table = node_objects.node_table(eks, provider="EKS")
     assert eks_table.loc[eks_table["degraded"], "node"].tolist() == [eks[0]["metadata"]["name"]]
     assert "allocatable 6 < capacity 8" in eks_table.loc[0, "problem"]
 
@@ -575,7 +436,7 @@ def as_instance_type(items, instance_type, pool_label="eks.amazonaws.com/nodegro
     items = copy.deepcopy(items)
     for item in items:
         labels = item["metadata"]["labels"]
-        for key in nodes.INSTANCE_LABELS:
+        for key in node_objects.INSTANCE_LABELS:
             labels[key] = instance_type
         labels[pool_label] = labels.pop("eks.amazonaws.com/nodegroup")
     return items
@@ -591,9 +452,9 @@ def lower(items, i, gpus):
 def test_a_node_below_its_peers_is_degraded_even_when_its_instance_type_is_not_in_the_table(raw):
     """Real EKS node list relabelled as p4d.24xlarge (not in the table): the old code expected nothing there."""
     items = as_instance_type(load(raw, f"{EKS}/nodes-16.json"), "p4d.24xlarge")
-    assert nodes.spec_for("p4d.24xlarge", None) is None
+    assert node_objects.spec_for("p4d.24xlarge", None) is None
     victim = lower(items, 6, 7)
-    table = nodes.node_table(items, provider="EKS")
+    table = node_objects.node_table(items, provider="EKS")
     assert table.loc[table["degraded"], "node"].tolist() == [victim]
     bad = table.set_index("node").loc[victim]
     assert bad["expected_gpus"] == 8 and "allocatable 7 < expected 8" in bad["problem"]
@@ -606,7 +467,7 @@ def test_an_aks_nd40rs_v2_pool_is_checked_by_its_peers_and_the_table(raw):
     """Standard_ND40rs_v2 (8 V100) as AKS labels it: one node with 7 of 8 GPUs, as the size-32 README reports."""
     items = as_instance_type(load(raw, f"{EKS}/nodes-8.json"), "Standard_ND40rs_v2", "kubernetes.azure.com/agentpool")
     victim = lower(items, 2, 7)
-    table = nodes.node_table(items, provider="AKS")
+    table = node_objects.node_table(items, provider="AKS")
     assert table.loc[table["degraded"], "node"].tolist() == [victim]
     source = table.set_index("node").loc[victim, "expected_source"]
     assert "peers: 7 of 8" in source and "ndv2-series" in source
@@ -614,15 +475,15 @@ def test_an_aks_nd40rs_v2_pool_is_checked_by_its_peers_and_the_table(raw):
     whole = as_instance_type(load(raw, f"{EKS}/nodes-8.json"), "standard_nd40rs_v2", "kubernetes.azure.com/agentpool")
     for i in range(len(whole)):
         lower(whole, i, 7)
-    assert nodes.node_table(whole, provider="AKS")["degraded"].all()
+    assert node_objects.node_table(whole, provider="AKS")["degraded"].all()
 
 
 def test_peer_count_needs_two_advertising_nodes_and_breaks_ties_upwards():
-    assert nodes.peer_count([8, None, None]) == (None, "")
-    assert nodes.peer_count([8, 8, 7])[0] == 8
-    count, why = nodes.peer_count([7, 8])
+    assert node_objects.peer_count([8, None, None]) == (None, "")
+    assert node_objects.peer_count([8, 8, 7])[0] == 8
+    count, why = node_objects.peer_count([7, 8])
     assert count == 8 and "a tie" in why
-    assert nodes.peer_count([4, 4, 4, 8])[0] == 4
+    assert node_objects.peer_count([4, 4, 4, 8])[0] == 4
 
 
 def test_peers_are_the_same_instance_type_and_pool_only(raw):
@@ -633,7 +494,7 @@ def test_peers_are_the_same_instance_type_and_pool_only(raw):
         item["metadata"]["name"] = f"four-{i}"
         item["metadata"]["labels"]["eks.amazonaws.com/nodegroup"] = "small"
         lower(four, i, 4)
-    table = nodes.node_table(eight + four, provider="EKS")
+    table = node_objects.node_table(eight + four, provider="EKS")
     assert not table["degraded"].any()
     assert set(table.loc[table["node"].str.startswith("four-"), "expected_gpus"]) == {4}
 
@@ -644,7 +505,7 @@ def test_not_ready_and_tainted_gpu_nodes_are_named(raw):
     ready["status"] = "False"
     items[2]["spec"]["taints"] = [{"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"}]
     items[4]["spec"]["taints"] = [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
-    check = kube.readiness_check(nodes.node_table(items))
+    check = kube.readiness_check(node_objects.node_table(items))
     assert check.status == "fail" and "2 of 8" in check.evidence
     assert items[1]["metadata"]["name"] in check.evidence and items[2]["metadata"]["name"] in check.evidence
     assert items[4]["metadata"]["name"] not in check.evidence
@@ -656,8 +517,8 @@ def test_kubernetes_client_models_go_through_the_same_code_path(raw):
     text = (raw / f"{GKE}/size4/metadata/nodes-4-second.json").read_text()
     models = ApiClient().deserialize(text, "V1NodeList", "application/json")
     assert type(models).__name__ == "V1NodeList"
-    from_models = nodes.node_table(kube.plain(models)["items"], provider="GKE")
-    from_json = nodes.node_table(json.loads(text)["items"], provider="GKE")
+    from_models = node_objects.node_table(kube.plain(models)["items"], provider="GKE")
+    from_json = node_objects.node_table(json.loads(text)["items"], provider="GKE")
     pd.testing.assert_frame_equal(from_models, from_json)
     assert (from_models["gpu_allocatable"] == 8).all()
 
@@ -698,7 +559,7 @@ def test_archive_report_per_cluster(raw, tmp_path):
 
 
 def test_selection_takes_one_label_as_a_string_and_names_requested_files_that_are_missing(raw):
-    from pullstudy.gpu import archive
+    from pullstudy.studies.gpu import archive
     files = archived_node_files()
     one = select_files(files, "gke/size4/nodes-4")  # a string, not its characters
     assert one["cluster"].tolist() == ["gke/size4/nodes-4"]
@@ -710,7 +571,7 @@ def test_selection_takes_one_label_as_a_string_and_names_requested_files_that_ar
 
 
 def test_degraded_nodes_and_their_note_from_the_archived_gke_list(raw):
-    from pullstudy.gpu import archive
+    from pullstudy.studies.gpu import archive
     files = archived_node_files()
     table = cluster_nodes(select_files(files, ["gke/size32/nodes-32", "gke/size4/nodes-4", "gke/size4/nodes-4-second"]))
     bad = archive.degraded_nodes(table)
@@ -913,12 +774,12 @@ def test_verdict_is_not_testable_here_when_the_live_layers_are_skipped():
 
 def test_verdict_from_live_checks():
     assert report.gpu_usernetes_verdict(_card()).verdict == "supported"
-    missing = report.gpu_usernetes_verdict(_card(**{node.CONTAINERD: "fail"}))
+    missing = report.gpu_usernetes_verdict(_card(**{usernetes_node.CONTAINERD: "fail"}))
     assert missing.verdict == "partly supported" and "containerd inside the node" in missing.reason
     assert report.gpu_usernetes_verdict(_card(**{kube.POD: "fail"})).verdict == "not supported"
-    assert report.gpu_usernetes_verdict(_card(**{kube.POD: "fail", node.CDI: "fail"})).verdict == "partly supported"
+    assert report.gpu_usernetes_verdict(_card(**{kube.POD: "fail", usernetes_node.CDI: "fail"})).verdict == "partly supported"
     assert report.gpu_usernetes_verdict(_card(**{kube.POD: "skip"})).verdict == "partly supported"
-    assert report.gpu_usernetes_verdict(_card(**{kube.POD: "skip", node.CDI: "skip"})).verdict == "not testable here"
+    assert report.gpu_usernetes_verdict(_card(**{kube.POD: "skip", usernetes_node.CDI: "skip"})).verdict == "not testable here"
     supported = report.gpu_usernetes_verdict(_card())
     assert supported.value == 7 and supported.n == 7
 

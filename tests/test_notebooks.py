@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from pullstudy.events import parse_go_duration
+from pullstudy.parsers.kubelet_events import parse_go_duration
 from pullstudy.paths import notebooks_dir
-from pullstudy.reproduce import run_notebooks
+from pullstudy.report.runner import run_notebooks
 
 pytestmark = pytest.mark.notebooks
 
@@ -32,32 +32,40 @@ CLAIMS_OF = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def executed(tmp_path_factory, raw):
+    """``executed(stem)`` runs that one notebook the first time a test asks for it, then reuses it.
+
+    Why per notebook: ``-k 05`` must run notebook 05 only, not all seven (minutes each on 2 cores).
+    """
     root = tmp_path_factory.mktemp("results")
-    out = {}
-    for nb in sorted(notebooks_dir().glob("*.ipynb")):
-        runs = run_notebooks(notebooks_dir(), root, only=[nb.stem], parameters=SMALL.get(nb.stem, {}),
-                             progress=False)
-        out[nb.stem] = (runs[-1], root / nb.stem)
-    return out
+    cache = {}
+
+    def run(stem: str):
+        if stem not in cache:
+            runs = run_notebooks(notebooks_dir(), root, only=[stem], parameters=SMALL.get(stem, {}),
+                                 progress=False)
+            cache[stem] = (runs[-1], root / stem)
+        return cache[stem]
+    return run
 
 
 def test_every_notebook_has_small_parameters_here():
     assert {nb.stem for nb in notebooks_dir().glob("*.ipynb")} == set(SMALL)
 
 
-def test_every_notebook_runs_and_writes_its_results(executed):
-    for stem, (run, folder) in executed.items():
-        assert run.ok, run.error
-        metrics = json.loads((folder / "metrics.json").read_text())
-        assert metrics["notebook"] == stem
-        assert {v["claim_id"] for v in metrics["verdicts"]} == CLAIMS_OF[stem]
-        for chart in metrics["charts"]:
-            for ext in ("png", "svg", "html"):
-                assert (folder / f"{chart}.{ext}").stat().st_size > 0
-        for table in metrics["tables"]:
-            assert (folder / f"{table}.csv").stat().st_size > 0
+@pytest.mark.parametrize("stem", sorted(SMALL))
+def test_every_notebook_runs_and_writes_its_results(executed, stem):
+    run, folder = executed(stem)
+    assert run.ok, run.error
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["notebook"] == stem
+    assert {v["claim_id"] for v in metrics["verdicts"]} == CLAIMS_OF[stem]
+    for chart in metrics["charts"]:
+        for ext in ("png", "svg", "html"):
+            assert (folder / f"{chart}.{ext}").stat().st_size > 0
+    for table in metrics["tables"]:
+        assert (folder / f"{table}.csv").stat().st_size > 0
 
 
 def _independent_largest_image_times(raw):
@@ -72,7 +80,7 @@ def _independent_largest_image_times(raw):
 
 
 def test_study_01_arrives_at_the_data(executed, raw):
-    _, folder = executed["01-pull-size-layers"]
+    _, folder = executed("01-pull-size-layers")
     metrics = json.loads((folder / "metrics.json").read_text())
     times = _independent_largest_image_times(raw)
     largest = metrics["metrics"]["largest_image"]
@@ -110,7 +118,7 @@ def test_a_comparison_notebook_refuses_runs_without_common_images(tmp_path, raw)
 
 
 def test_layer_similarity_reproduces_the_published_sets(executed):
-    _, folder = executed["05-layer-similarity"]
+    _, folder = executed("05-layer-similarity")
     import pandas as pd
     summary = pd.read_csv(folder / "similarity-summary.csv").set_index(["set", "measure"])
     published = {"containers": (0.659, 0.128), "performance-study": (0.4027, 0.384), "spack": (0.2, 0.327)}
@@ -139,7 +147,7 @@ def test_layer_similarity_names_and_leaves_out_a_broken_manifests_file(tmp_path,
 
 
 def test_gpu_check_flags_the_degraded_archived_nodes_by_name(executed):
-    _, folder = executed["06-gpu-usernetes-check"]
+    _, folder = executed("06-gpu-usernetes-check")
     import pandas as pd
     degraded = pd.read_csv(folder / "archive-degraded-nodes.csv")
     assert len(degraded) > 0 and degraded["node"].astype(str).str.startswith("gke-").all()
@@ -176,8 +184,8 @@ def test_a_comparison_notebook_measures_on_this_machine(tmp_path, monkeypatch):
                     "golang-github-containerd-stargz-snapshotter-dev", "stargz-snapshotter")
 def test_the_streaming_notebook_measures_eager_and_lazy_pulls_on_this_machine(tmp_path, monkeypatch):
     """Study 04's local mode: the real stargz snapshotter behind a shaped link; the cost moves into the reads."""
-    from pullstudy.backends import lazy
-    reason = lazy.unavailable_reason()
+    from pullstudy.sources.local import stargz
+    reason = stargz.unavailable_reason()
     if reason:
         pytest.skip(f"lazy pulling unavailable here: {reason}")
     monkeypatch.setenv("PULLSTUDY_RUNS_DIR", str(tmp_path / "runs"))

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from pullstudy import paths
-from pullstudy.parameters import MIN_BOOT, SPECS, ParameterError, notebook_parameters, validate
-from pullstudy.reproduce import plan_parameters
+from pullstudy.report.parameters import MIN_BOOT, SPECS, ParameterError, notebook_parameters, validate
+from pullstudy.report.runner import plan_parameters
 
 NOTEBOOKS = paths.notebooks_dir()
 REPO = NOTEBOOKS.parent
@@ -128,7 +128,7 @@ def test_make_run_passes_backend_only_when_not_the_default() -> None:
     def command(*args: str) -> str:
         out = subprocess.run(["make", "-n", "run", *args], cwd=REPO, capture_output=True, text=True,
                              check=True).stdout
-        return next(line for line in out.splitlines() if "pullstudy.reproduce" in line)
+        return next(line for line in out.splitlines() if "pullstudy.report.runner" in line)
 
     assert "backend" not in command("STUDY=05-layer-similarity")
     assert "-p backend=local" in command("STUDY=03-local-ssd", "BACKEND=local")

@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pullstudy import claims, compare, rules, stats
+from pullstudy.studies import claims, compare, rules
+from pullstudy import stats
 
 SIZES = [1e9, 5e9, 19e9]
 
@@ -216,7 +217,7 @@ def test_null_comparisons_and_the_floor_are_computed_not_typed(raw):
 
 
 def test_how_sure_section_has_the_forest_plot_a_sentence_per_claim_and_the_rules(tmp_path):
-    from pullstudy import uncertainty_figures
+    from pullstudy.studies import uncertainty_figures
 
     c = compared(1.4, floor=1.2, noise=0.01, cluster_sd=0.001)
     table = claims.verdict_table([compare.verdict_speedup(c, "ssd-speedup", 1.4),

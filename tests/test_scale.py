@@ -1,4 +1,4 @@
-"""Study 07 logic (pullstudy.scale): spreads, spans, precision, cluster instances and every verdict branch."""
+"""Study 07 logic (pullstudy.studies.scale): spreads, spans, precision, cluster instances and every verdict branch."""
 
 import itertools
 import json
@@ -7,8 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pullstudy import catalog, pulls, scale
-from pullstudy.backends import archive
+from pullstudy.data import catalog
+from pullstudy.studies import pulls, scale, clusters
+from pullstudy.sources.archive import runs as archive
 from pullstudy.records import RECORD_COLUMNS, analysable_pulls
 
 T0 = pd.Timestamp("2024-01-01T00:00:00Z")
@@ -211,7 +212,7 @@ def test_separate_clusters_of_one_size_are_not_pooled():
     second["node"] = second["node"] + "-b"  # a new cluster: new node names
     second[["scheduled_at", "pulling_at", "pulled_at"]] += pd.Timedelta(hours=2)
     df = pd.concat([first, second], ignore_index=True)
-    assert sorted(scale.cluster_instances(df).unique()) == [1, 2]
+    assert sorted(clusters.cluster_instances(df).unique()) == [1, 2]
     t = scale.spread_table(df)
     assert len(t) == 2 * len(IMAGES)
     assert t["pulled_range_s"].max() < 60  # the two hours between attempts are not "spread"
@@ -221,13 +222,13 @@ def test_files_sharing_nodes_are_one_cluster():
     df = make_pulls(sizes=(4,))
     # the same cluster's events split over two files: the first image's events in one, the rest in another
     df.loc[df["size_bytes"] == IMAGES[0], "source"] = "dump-2.json:1"
-    assert scale.source_file(df["source"]).nunique() == 2
-    assert scale.cluster_instances(df).eq(1).all()
+    assert clusters.source_file(df["source"]).nunique() == 2
+    assert clusters.cluster_instances(df).eq(1).all()
 
 
 def test_source_file_strips_line_and_item():
     s = pd.Series(["a/b/events-4.json:12", "x/list.json#items[3]", "plain.json"])
-    assert scale.source_file(s).tolist() == ["a/b/events-4.json", "x/list.json", "plain.json"]
+    assert clusters.source_file(s).tolist() == ["a/b/events-4.json", "x/list.json", "plain.json"]
 
 
 def test_stratified_slope_drops_uninformative_strata():

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from scipy import sparse
 
-from pullstudy import similarity as S
-from pullstudy.manifests import read_set
+from pullstudy.studies import similarity as S
+from pullstudy.images.oci_manifests import read_set
 
 SIM = "container-chonks/experiments/similarity/data"
 SETS = ("containers", "performance-study", "spack")

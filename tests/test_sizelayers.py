@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 
 from pullstudy.records import analysable_pulls
-from pullstudy import sizelayers
-from pullstudy.results import StudyOutput
+from pullstudy.studies import sizelayers
+from pullstudy.report.output import StudyOutput
 
 SIZES = [50e6, 200e6, 1e9, 5e9, 19e9]
 

@@ -1,59 +1,18 @@
 """Where pull records come from, behind one interface: a source yields records and says what it left out.
 
-Every source — the archived catalog runs (:class:`~pullstudy.sources.archive.ArchiveSource`), a grid
-measured on this machine (:class:`~pullstudy.sources.local.LocalSource`), later a live cluster —
+Every source — the archived catalog runs (:class:`~pullstudy.sources.archive.source.ArchiveSource`), a grid
+measured on this machine (:class:`~pullstudy.sources.local.source.LocalSource`), later a live cluster —
 returns a :class:`SourceResult`: the analysable pulls in the one schema of :mod:`pullstudy.records`,
 and an account of everything else (exclusions by reason, files not here, what became of each
 requested cluster size, the input of the completeness ledger). A comparison study takes two *arms*,
 each from any source, so a new source changes no notebook: :func:`arms` turns a notebook's
 parameters into its baseline and treatment.
 """
-
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping
 
-import pandas as pd
-
-
-@dataclass
-class SourceResult:
-    """The pulls of one source and an account of what did not become one, and why."""
-
-    source: str  # the source's id (a catalog run id, ``local/<run>``)
-    records: pd.DataFrame  # the analysable pulls, records schema plus ``size_gb`` and ``image_key``
-    excluded: Counter = field(default_factory=Counter)  # reason -> count, everything left out
-    report_lines: list[str] = field(default_factory=list)  # Markdown, what was read and left out
-    unavailable: list[str] = field(default_factory=list)  # files wanted but not on this machine
-    cluster_sizes: dict[int, dict] = field(default_factory=dict)  # size -> status, reason, complete, pulls
-    summary: dict | None = None  # one row of the input-summary table
-    ledger: Any = None  # what the completeness ledger reads (archive: the run's ParseResult)
-    run_records: pd.DataFrame | None = None  # every record of the run, before selection (local runs)
-    local_run: str | None = None  # the local run folder: its results are reported, not judged
-    report: str = ""  # the source's own account (a local run: measured or reused, its conditions)
-    empty_reason: str = ""  # why there are no pulls, when there are none
-
-    @property
-    def judged(self) -> bool:
-        """Whether a verdict on the upstream claims may rest on this source (only the archive's runs)."""
-        return self.local_run is None
-
-
-@runtime_checkable
-class RecordSource(Protocol):
-    """A source of pull records: archive, local, later kube."""
-
-    kind: str  # "archive", "local", ...
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def label(self) -> str: ...
-
-    def load(self, cluster_nodes=None) -> SourceResult: ...
+from pullstudy.sources.interface import RecordSource
 
 
 BACKENDS = ("archive", "local")
@@ -73,8 +32,8 @@ def arms(backend: str, notebook: str, params: Mapping[str, Any]) -> tuple[Record
     archive: the catalog runs ``baseline_run`` and ``treatment_run``; local: the notebook's
     condition measured on this machine (``local_grid``, ``local_replicates``).
     """
-    from .archive import ArchiveSource
-    from .local import LocalSource
+    from pullstudy.sources.archive.source import ArchiveSource
+    from pullstudy.sources.local.source import LocalSource
 
     if backend == "archive":
         return ArchiveSource(params["baseline_run"]), ArchiveSource(params["treatment_run"])

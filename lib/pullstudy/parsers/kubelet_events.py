@@ -1,0 +1,411 @@
+"""Raw kubelet events -> the tidy table of pull records (one row per image pull on one node).
+
+The record schema and the tag format are :mod:`pullstudy.records`'; this module only parses.
+
+Inputs are Kubernetes Event objects as the upstream experiments stored them: JSON lines written by
+kubernetes-event-exporter (with the exporter's own log lines mixed in), plain or gzip-compressed, or
+``kubectl get events -o json`` lists. Both core/v1 and events.k8s.io/v1 fields are understood.
+
+Nothing disappears silently: every input line or list item that does not become part of a record is
+counted in ``ParseResult.skipped`` under the reason it was left out. A file that holds only what
+kubectl printed when the exporter was not ready (``Error from server (BadRequest): container
+"event-exporter" ... is waiting to start``) is a failed capture, not a broken file: it is counted
+(``event-capture-failed``) and listed in ``ParseResult.capture_failed`` with its first line, and the
+other files are read. A file that is not an event file at all (binary, a truncated gzip stream, a
+truncated JSON document, no JSON in it) raises ``EventFileError`` naming the file.
+
+Times are parsed once, here, as RFC 3339 timestamps into timezone-aware UTC datetimes: events join
+(Pulling -> Pulled -> Started) by comparing times, and ``42Z`` against ``42.500000Z`` or a ``+02:00``
+offset compared as strings gives wrong joins.
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import orjson
+import pandas as pd
+
+from pullstudy.data.rawfiles import read_raw_bytes
+from pullstudy.records import RECORD_COLUMNS, decode_tag, empty_records, split_image, typed_records
+
+# Reasons an input item is not used, in the order a reader would look for them.
+SKIP_REASONS = (
+    "not-json", "not-an-object", "exporter-log", "missing-reason", "bad-metadata", "missing-message",
+    "duplicate", "bad-duration", "unrecognized-pulled-message", "missing-time", "bad-time", "not-a-pull-event",
+    "empty-file", "event-capture-failed",
+)
+
+
+class DurationError(ValueError):
+    """A Go duration string that Go itself would reject (unknown unit, stray characters)."""
+
+
+class EventFileError(Exception):
+    """A file that is not an event file (binary, truncated gzip, truncated JSON document, no JSON)."""
+
+
+class EventCaptureFailed(EventFileError):
+    """A file holding kubectl's error text instead of events: the capture failed, the run did not.
+
+    ``parse_events`` counts it and goes on; raised only by :func:`iter_event_objects`.
+    """
+
+    def __init__(self, path: Path, first_line: str) -> None:
+        super().__init__(f"{path}: event capture failed: {first_line}")
+        self.path = path
+        self.first_line = first_line
+
+
+# What kubectl prints instead of the log it was asked to follow: "Error from server (BadRequest): ...",
+# "error: error from server (NotFound): ...", "error: ...", and the connection failures.
+_KUBECTL_ERROR = re.compile(
+    r"^(?:error:\s+|error from server\b|unable to connect to the server\b|the connection to the server\b)",
+    re.IGNORECASE)
+
+
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]+)")
+
+
+def parse_go_duration(text: str) -> float:
+    """Seconds in a Go duration string (``1h2m3.5s``, ``1m8.725s``, ``998ms``, ``1.5µs``, ``0``)."""
+    s = text.strip()
+    sign = -1.0 if s.startswith("-") else 1.0
+    body = s[1:] if s[:1] in "+-" else s
+    if body == "0":
+        return 0.0
+    pos, total = 0, 0.0
+    for m in _DURATION_PART.finditer(body):
+        if m.start() != pos:
+            break
+        unit = m.group(2)
+        if unit not in _UNIT_SECONDS:
+            raise DurationError(f"unknown unit {unit!r} in duration {text!r}")
+        total += float(m.group(1)) * _UNIT_SECONDS[unit]
+        pos = m.end()
+    if pos == 0 or pos != len(body):
+        raise DurationError(f"not a Go duration: {text!r}")
+    return sign * total
+
+
+_PULLED = re.compile(
+    r'^Successfully pulled image "(?P<image>[^"]+)"'
+    r"(?: in (?P<pull>[^\s(]+?)(?: \((?P<wait>[^\s)]+) including waiting\))?)?"
+    r"\.?(?: Image size: (?P<size>\d+) bytes\.?)?\s*$"
+)
+_CACHE_HIT = re.compile(r'^Container image "(?P<image>[^"]+)" already present on machine')
+
+
+@dataclass(frozen=True)
+class PullMessage:
+    image: str
+    cache_hit: bool
+    pull_s: float | None = None
+    pull_wait_s: float | None = None
+    image_size_reported: int | None = None
+
+
+class UnrecognizedMessage(ValueError):
+    pass
+
+
+def parse_pulled_message(message: str) -> PullMessage:
+    """Decode a ``Pulled`` event's message; every kubelet form since 1.2x, including a cache hit.
+
+    A negative duration is valid Go but no pull takes negative time: it is a ``DurationError``.
+    """
+    m = _PULLED.match(message)
+    if m:
+        pull = parse_go_duration(m["pull"]) if m["pull"] else None
+        wait = parse_go_duration(m["wait"]) if m["wait"] else None
+        if (pull is not None and pull < 0) or (wait is not None and wait < 0):
+            raise DurationError(f"negative pull duration in {message[:120]!r}")
+        size = int(m["size"]) if m["size"] else None
+        return PullMessage(m["image"], False, pull, wait, size)
+    m = _CACHE_HIT.match(message)
+    if m:
+        return PullMessage(m["image"], True)
+    raise UnrecognizedMessage(f"not a kubelet Pulled message: {message[:120]!r}")
+
+
+@dataclass
+class ParseResult:
+    """The records, and an account of every input item that did not become one."""
+
+    records: pd.DataFrame
+    skipped: Counter = field(default_factory=Counter)
+    items: int = 0  # lines or list items read
+    files: list[str] = field(default_factory=list)
+    unavailable: list[str] = field(default_factory=list)  # files the caller wanted but could not have
+    capture_failed: dict[str, str] = field(default_factory=dict)  # file -> first line kubectl printed
+    # Per requested cluster size, what became of it ({"status", "reason", "complete"}); filled by
+    # archive.load_run for one run, so combine() leaves it empty.
+    cluster_sizes: dict[int, dict] = field(default_factory=dict)
+
+    @staticmethod
+    def combine(results: Iterable["ParseResult"]) -> "ParseResult":
+        results = list(results)
+        frames = [r.records for r in results if len(r.records)]
+        out = ParseResult(pd.concat(frames, ignore_index=True) if frames else empty_records())
+        for r in results:
+            out.skipped.update(r.skipped)
+            out.items += r.items
+            out.files += r.files
+            out.unavailable += r.unavailable
+            out.capture_failed.update(r.capture_failed)
+        return out
+
+    def skipped_table(self) -> pd.DataFrame:
+        rows = [{"reason": k, "count": v} for k, v in sorted(self.skipped.items(), key=lambda kv: -kv[1])]
+        return pd.DataFrame(rows, columns=["reason", "count"])
+
+
+def _open_bytes(path: Path) -> bytes:
+    return read_raw_bytes(path, "JSON events", EventFileError)
+
+
+def iter_event_objects(path: str | Path, skipped: Counter,
+                       label_root: str | Path | None = None) -> Iterator[tuple[str | int, object]]:
+    """Yield (where, decoded JSON) for each event line or list item; count what is not JSON.
+
+    ``where`` is the file label and ``:line`` or ``#items[i]``; the line number alone is yielded as an
+    int and joined to the label only for the events that become records (most never do).
+    """
+    path = Path(path)
+    data = _open_bytes(path)
+    label = str(path.relative_to(label_root) if label_root else path)
+    if not data.strip():
+        skipped["empty-file"] += 1
+        return
+    first_text = data.lstrip().split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    if _KUBECTL_ERROR.match(first_text) and not _has_json_line(data):
+        raise EventCaptureFailed(path, first_text[:300])
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        doc = None
+        first = data.lstrip().split(b"\n", 1)[0].strip()
+        if first in (b"{", b"["):
+            raise EventFileError(f"{path}: a JSON document that does not parse (truncated?)") from None
+    if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+        for i, item in enumerate(doc["items"]):
+            yield f"{label}#items[{i}]", item
+        return
+    if doc is not None:
+        yield f"{label}:1", doc
+        return
+    found_json = False
+    for lineno, line in enumerate(data.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            skipped["not-json"] += 1
+            continue
+        found_json = True
+        yield lineno, obj
+    if not found_json:
+        raise EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
+
+
+@dataclass(frozen=True)
+class _Event:
+    reason: str
+    message: str | None
+    pod: str  # namespace/name of the involved object
+    pod_key: str  # its uid when known
+    container: str  # fieldPath, e.g. spec.containers{pull}
+    node: str | None
+    time: datetime | None
+    source: str
+
+
+def _has_json_line(data: bytes) -> bool:
+    return any(line.lstrip().startswith((b"{", b"[")) for line in data.split(b"\n"))
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def parse_time(value: object) -> datetime | None:
+    """A Kubernetes timestamp (RFC 3339, any fraction of a second) as a UTC datetime; None if not one.
+
+    Strict on purpose: an integer, ``"yesterday"`` or a time without offset is not guessed at.
+    """
+    if not isinstance(value, str):
+        return None
+    m = _RFC3339.match(value.strip())
+    if not m:
+        return None
+    date, frac, offset = m.groups()
+    frac = (frac or "")[:7]  # microseconds: a datetime holds no finer
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date[:10]}T{date[11:]}{frac}{offset}").astimezone(timezone.utc)
+    except ValueError:  # e.g. month 13
+        return None
+
+
+def _event_time(obj: dict) -> tuple[datetime | None, bool]:
+    """(time, valid): the event's first time field present; valid is False when it is not RFC 3339."""
+    metadata = obj.get("metadata") or {}
+    raw = obj.get("eventTime") or obj.get("firstTimestamp") or obj.get("deprecatedFirstTimestamp") \
+        or metadata.get("creationTimestamp")
+    if raw is None:
+        return None, True
+    t = parse_time(raw)
+    return t, t is not None
+
+
+def _not_an_event(obj: dict) -> str | None:
+    """The skip reason for a JSON object that cannot be used as an event, or None."""
+    reason = obj.get("reason")
+    if reason and isinstance(reason, str):
+        return None
+    if reason is None and "involvedObject" not in obj and "regarding" not in obj:
+        return "exporter-log" if "level" in obj else "missing-reason"
+    return "missing-reason"
+
+
+def _normalize(obj: dict, source: str, time: datetime | None) -> _Event:
+    involved = obj.get("involvedObject") or obj.get("regarding")
+    involved = involved if isinstance(involved, dict) else {}
+    src = obj.get("source") or obj.get("deprecatedSource") or {}
+    node = (src.get("host") if isinstance(src, dict) else None) or obj.get("reportingInstance") or None
+    pod = f"{involved.get('namespace', '')}/{involved.get('name', '')}"
+    message = obj.get("message", obj.get("note"))
+    uid, field_path = involved.get("uid"), involved.get("fieldPath")
+    return _Event(obj["reason"], message if isinstance(message, str) else None, pod,
+                  uid if isinstance(uid, str) and uid else pod, field_path if isinstance(field_path, str) else "",
+                  node if isinstance(node, str) else None, time, source)
+
+
+def _dedup_key(obj: dict) -> str:
+    uid = (obj.get("metadata") or {}).get("uid")
+    if isinstance(uid, str) and uid:
+        return uid
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
+
+
+_USED_REASONS = {"Pulled", "Pulling", "Started", "Scheduled"}
+
+
+def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | Path | None = None,
+                 **context) -> ParseResult:
+    """Pull records from one or more event files of the same cluster.
+
+    ``context`` fills the columns the events cannot know: study, run, condition, backend,
+    cluster_nodes. ``source`` names file and line relative to ``label_root`` when given, so results do
+    not carry the user's own paths. Files of one cluster are parsed together so that an event repeated across
+    files is counted once and a pod's Pulling, Pulled and Started events are joined across files.
+    """
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    skipped: Counter = Counter()
+    items = 0
+    seen: set[str] = set()
+    pulled: list[tuple[_Event, PullMessage]] = []
+    pulling: dict[tuple[str, str], list[str]] = {}
+    started: dict[tuple[str, str], list[str]] = {}
+    scheduled: dict[str, datetime] = {}
+    capture_failed: dict[str, str] = {}
+    for path in paths:
+        label = str(path.relative_to(label_root) if label_root else path)
+        try:
+            for where, obj in iter_event_objects(path, skipped, label_root):
+                items += 1
+                _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
+        except EventCaptureFailed as failed:
+            skipped["event-capture-failed"] += 1
+            capture_failed[label] = failed.first_line
+    rows = [_record(ev, msg, pulling, started, scheduled, context) for ev, msg in pulled]
+    records = pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS)
+    return ParseResult(typed_records(records), skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
+
+
+def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled) -> None:
+    """Use one decoded item: count why it is left out, or file it under Pulled/Pulling/Started/Scheduled."""
+    if not isinstance(obj, dict):
+        skipped["not-an-object"] += 1
+        return
+    problem = _not_an_event(obj)
+    if problem:
+        skipped[problem] += 1
+        return
+    if obj.get("metadata") is not None and not isinstance(obj["metadata"], dict):
+        skipped["bad-metadata"] += 1
+        return
+    key = _dedup_key(obj)
+    if key in seen:
+        skipped["duplicate"] += 1
+        return
+    seen.add(key)
+    if obj["reason"] not in _USED_REASONS:  # most events: counted without building anything
+        skipped["not-a-pull-event"] += 1
+        return
+    time, valid = _event_time(obj)
+    if not valid:
+        skipped["bad-time"] += 1  # not placed in time, so not joined or kept
+        return
+    ev = _normalize(obj, f"{label}:{where}" if isinstance(where, int) else where, time)
+    if ev.reason == "Pulled":
+        if ev.message is None:
+            skipped["missing-message"] += 1
+            return
+        try:
+            pulled.append((ev, parse_pulled_message(ev.message)))
+        except DurationError:
+            skipped["bad-duration"] += 1
+        except UnrecognizedMessage:
+            skipped["unrecognized-pulled-message"] += 1
+    elif ev.time is None:
+        skipped["missing-time"] += 1  # a timeless Pulling/Started/Scheduled cannot be joined
+    elif ev.reason == "Pulling":
+        pulling.setdefault((ev.pod_key, ev.container), []).append(ev.time)
+    elif ev.reason == "Started":
+        started.setdefault((ev.pod_key, ev.container), []).append(ev.time)
+    else:
+        scheduled.setdefault(ev.pod_key, ev.time)
+
+
+def _latest_at_or_before(times: list[datetime] | None, t: datetime | None) -> datetime | None:
+    if not times:
+        return None
+    ordered = sorted(times)
+    if t is None:
+        return ordered[-1]
+    i = bisect.bisect_right(ordered, t)
+    return ordered[i - 1] if i else None
+
+
+def _earliest_at_or_after(times: list[datetime] | None, t: datetime | None) -> datetime | None:
+    if not times:
+        return None
+    ordered = sorted(times)
+    if t is None:
+        return ordered[0]
+    i = bisect.bisect_left(ordered, t)
+    return ordered[i] if i < len(ordered) else None
+
+
+def _record(ev: _Event, msg: PullMessage, pulling, started, scheduled, context) -> dict:
+    repo, tag = split_image(msg.image)
+    layers, size = decode_tag(tag)
+    key = (ev.pod_key, ev.container)
+    return {
+        "study": context.get("study"), "run": context.get("run"), "condition": context.get("condition"),
+        "backend": context.get("backend", "archive"), "cluster_nodes": context.get("cluster_nodes"),
+        "node": ev.node, "image": msg.image, "tag": tag, "layers": layers, "size_bytes": size,
+        "content": "unknown", "image_size_reported": msg.image_size_reported,
+        "pull_s": msg.pull_s, "pull_wait_s": msg.pull_wait_s, "cache_hit": msg.cache_hit,
+        "pulling_at": None if msg.cache_hit else _latest_at_or_before(pulling.get(key), ev.time),
+        "pulled_at": ev.time, "started_at": _earliest_at_or_after(started.get(key), ev.time),
+        "source": ev.source, "pod": ev.pod, "scheduled_at": scheduled.get(ev.pod_key), "study_image": False,
+    }

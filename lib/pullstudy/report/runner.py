@@ -1,0 +1,351 @@
+"""The engine of ``make reproduce``: run every study notebook, then have the results page built
+(:mod:`pullstudy.report.page`).
+
+    python -m pullstudy.report.runner [--results DIR] [--only NAME ...] [-p key=value ...]
+
+Each ``notebooks/<stem>.ipynb`` is executed by papermill into ``<results>/<stem>/<stem>.ipynb``
+with ``output_dir=<results>/<stem>``. It stops at the first failing notebook (later studies would
+only repeat or hide the error) and says which notebook, which cell and what error. The results page
+(``index.html``) and ``claims.csv`` are written in every case, for what did run, and list every
+claim, so an unchecked claim is visible.
+
+Parameters are checked before any notebook starts: a name no selected notebook has is refused (papermill
+would only warn and run with the defaults), each notebook gets only the parameters it has, and the
+values are checked by :mod:`pullstudy.report.parameters`, as the notebooks check them again themselves.
+A notebook counts as OK only if every cell ran: an interrupted one (Ctrl-C) is listed as
+"interrupted" and its verdicts are not judged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+from tqdm import tqdm
+
+from pullstudy import paths
+from pullstudy.studies.claims import VERDICTS
+from .parameters import SET_BY_RUNNER, SPECS, ParameterError, close_matches, notebook_parameters, validate
+from pullstudy.report.page import (ERROR_FILE, INTERRUPTED_FILE, KERNEL_LOG, _first_line,
+                                   collect_verdict_table, failing_cell, write_index)
+
+KERNEL = "python3"
+EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT
+
+
+@dataclass
+class NotebookRun:
+    """How one notebook run went; ``error`` names the notebook, the cell and the error."""
+
+    stem: str
+    input_path: Path
+    output_path: Path
+    ok: bool
+    seconds: float
+    error: str = ""
+    interrupted: bool = False
+
+
+# ---------------------------------------------------------------- selecting and parameters
+
+
+def select_notebooks(notebooks_dir: str | Path, only: Iterable[str] | None = None) -> list[Path]:
+    """The notebooks to run, sorted by name; an unknown ``--only`` name is an error, not a no-op."""
+    notebooks_dir = Path(notebooks_dir)
+    if not notebooks_dir.is_dir():
+        raise ValueError(f"notebooks folder {notebooks_dir} does not exist")
+    found = sorted(p for p in notebooks_dir.glob("*.ipynb") if not p.name.startswith("."))
+    if only is None:
+        return found
+    if isinstance(only, str):
+        only = [only]
+    wanted = [name.removesuffix(".ipynb") for name in only]
+    stems = {p.stem: p for p in found}
+    unknown = [name for name in wanted if name not in stems]
+    if unknown:
+        raise ValueError(
+            f"--only: no notebook named {', '.join(unknown)} in {notebooks_dir}; "
+            f"available: {', '.join(stems) or '(none)'}"
+        )
+    return [p for p in found if p.stem in wanted]
+
+
+def parse_parameters(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` pairs; a value that parses as JSON is used as such (2, 0.5, true, [..])."""
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"parameter {pair!r} must look like name=value (name a Python identifier)")
+        if key == "output_dir":
+            raise ValueError("output_dir is set by reproduce (<results>/<notebook>); use --results")
+        try:
+            parameters[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parameters[key] = raw
+    return parameters
+
+
+def plan_parameters(notebooks: Sequence[Path], parameters: dict[str, Any], *,
+                    check_values: bool = True) -> dict[str, dict[str, Any]]:
+    """The parameters to give each notebook: those of ``parameters`` it has.
+
+    Refuses, before anything runs, a name that no selected notebook has (listing their real
+    parameters) and, with ``check_values``, a value the notebook's spec refuses (ParameterError).
+    """
+    declared = {nb.stem: notebook_parameters(nb) for nb in notebooks}
+    known = sorted(set().union(*declared.values()) - set(SET_BY_RUNNER)) if declared else []
+    for name in parameters:
+        if name not in known:
+            whose = (f"notebook {notebooks[0].stem} has" if len(notebooks) == 1
+                     else f"none of the {len(notebooks)} selected notebooks has")
+            raise ParameterError(f"unknown parameter {name}: {whose} no parameter of that name"
+                                 f"{close_matches(name, known)}; its parameters: {', '.join(known) or '(none)'}")
+    plan = {}
+    for nb in notebooks:
+        given = {k: v for k, v in parameters.items() if k in declared[nb.stem]}
+        if check_values and given and nb.stem in SPECS:
+            validate(nb.stem, {**declared[nb.stem], **given}, base=nb.parent)
+        plan[nb.stem] = given
+    return plan
+
+
+def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseException) -> str:
+    """One message that names the notebook, the failing cell and the error."""
+    ename = getattr(exc, "ename", None)
+    if ename is None:  # not a cell error: kernel missing or died, unreadable notebook, ...
+        hint = ""
+        if type(exc).__name__ == "NoSuchKernel":
+            hint = (f"\n  no '{KERNEL}' Jupyter kernel: install one into this environment with "
+                    f"`{sys.executable} -m ipykernel install --sys-prefix`")
+        return f"notebook {stem} ({input_path}) could not run: {type(exc).__name__}: {exc}{hint}"
+    cell = failing_cell(input_path, output_path)
+    if cell is None:
+        source = getattr(exc, "source", "") or ""
+        where = f"a cell (`{_first_line(source)}`)"
+    else:
+        position, first_line = cell
+        if position is not None:
+            where = f"cell {position} (`{first_line}`)"
+        else:  # not found in the source notebook: papermill's index in the executed copy
+            where = f"cell {getattr(exc, 'cell_index', -1) + 1} of the executed notebook (`{first_line}`)"
+    evalue = getattr(exc, "evalue", "")
+    if ename == ParameterError.__name__:  # a user mistake: its message says it all, on one line
+        return f"notebook {stem} refused its parameters: {evalue}"
+    return (
+        f"notebook {stem} ({input_path}) failed in {where}: {ename}: {evalue}\n"
+        f"  the executed notebook with the traceback: {output_path}"
+    )
+
+
+def _kernel_manager(log_path: Path) -> type:
+    """A kernel manager whose kernel writes its own stderr (kernel logging, not cell output) to
+    ``log_path``: on Ctrl-C the kernel is shut down mid-cell and logs a ZMQ traceback, which must not
+    reach the terminal; the log stays in the results folder for debugging."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class LoggedKernelManager(AsyncKernelManager):
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            with open(log_path, "ab") as log:  # the kernel process keeps its own copy
+                await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+
+    return LoggedKernelManager
+
+
+def _engine_options(log_path: Path) -> dict[str, Any]:
+    """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
+    "running over TCP without encryption" warning out of the logs. The kernel's stderr goes to
+    ``log_path``."""
+    import zmq
+    from traitlets.config import Config
+
+    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path)}
+    if zmq.has("curve"):
+        options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
+    return options
+
+
+def run_notebooks(
+    notebooks_dir: str | Path | None = None,
+    results_root: str | Path | None = None,
+    only: Iterable[str] | None = None,
+    parameters: dict[str, Any] | None = None,
+    *,
+    kernel_name: str = KERNEL,
+    progress: bool = True,
+    check_values: bool = True,
+) -> list[NotebookRun]:
+    """Execute the selected notebooks in order; stop at the first failure (it is the last run).
+
+    Each notebook's results folder is emptied first, so nothing from an earlier run can pass for
+    a result of this one. Ctrl-C stops the run too: the notebook is recorded as interrupted
+    (``reproduce-interrupted.txt`` in its folder) and is the last run.
+    """
+    import papermill as pm  # slow to import; only needed here
+
+    notebooks_dir = Path(notebooks_dir or paths.notebooks_dir()).resolve()
+    results_root = Path(results_root or paths.results_dir()).resolve()
+    notebooks = select_notebooks(notebooks_dir, only)
+    parameters = dict(parameters or {})
+    if "output_dir" in parameters:
+        raise ValueError("output_dir is set by reproduce (<results>/<notebook>)")
+    plan = plan_parameters(notebooks, parameters, check_values=check_values)
+    results_root.mkdir(parents=True, exist_ok=True)
+
+    runs: list[NotebookRun] = []
+    bar = tqdm(total=len(notebooks), unit="notebook", disable=None if progress else True,
+               file=sys.stderr, dynamic_ncols=True)
+    say = tqdm.write if progress else (lambda *a, **k: None)
+    try:
+        for i, notebook in enumerate(notebooks, start=1):
+            out_dir = results_root / notebook.stem
+            if out_dir.exists():
+                shutil.rmtree(out_dir)
+            out_dir.mkdir(parents=True)
+            output_path = out_dir / f"{notebook.stem}.ipynb"
+            bar.set_description(notebook.stem)
+            say(f"[{i}/{len(notebooks)}] {notebook.stem} ...")
+            start = time.monotonic()
+            try:
+                pm.execute_notebook(
+                    str(notebook), str(output_path),
+                    parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
+                    kernel_name=kernel_name, language="python", cwd=str(notebooks_dir),
+                    progress_bar=False, log_output=False, **_engine_options(out_dir / KERNEL_LOG),
+                )
+            except KeyboardInterrupt:
+                seconds = time.monotonic() - start
+                message = (f"notebook {notebook.stem} was interrupted (Ctrl-C) after {seconds:.1f} s; "
+                           f"its later cells did not run: {output_path}")
+                (out_dir / INTERRUPTED_FILE).write_text(message + "\n", encoding="utf-8")
+                runs.append(NotebookRun(notebook.stem, notebook, output_path, False, seconds, message,
+                                        interrupted=True))
+                say(f"[{i}/{len(notebooks)}] {notebook.stem} INTERRUPTED after {seconds:.1f} s")
+                break
+            except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
+                seconds = time.monotonic() - start
+                message = describe_failure(notebook.stem, notebook, output_path, exc)
+                (out_dir / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
+                runs.append(NotebookRun(notebook.stem, notebook, output_path, False, seconds, message))
+                say(f"[{i}/{len(notebooks)}] {notebook.stem} FAILED after {seconds:.1f} s")
+                bar.update()
+                break
+            finally:
+                log = out_dir / KERNEL_LOG
+                if log.is_file() and log.stat().st_size == 0:
+                    log.unlink()  # the usual case: the kernel had nothing to say
+            seconds = time.monotonic() - start
+            runs.append(NotebookRun(notebook.stem, notebook, output_path, True, seconds))
+            say(f"[{i}/{len(notebooks)}] {notebook.stem} OK in {seconds:.1f} s")
+            bar.update()
+    finally:
+        bar.close()
+    return runs
+
+
+# ---------------------------------------------------------------- command line
+
+
+def summary(runs: Sequence[NotebookRun], selected: Sequence[Path], table: pd.DataFrame,
+            index: Path) -> str:
+    """The one-screen report printed at the end of ``make reproduce``."""
+    width = max([len(p.stem) for p in selected] + [8])
+    lines = [f"pullstudy reproduce: {len(runs)} of {len(selected)} notebook(s) run"]
+    done = {r.stem: r for r in runs}
+    for p in selected:
+        r = done.get(p.stem)
+        if r is None:
+            lines.append(f"  {'not run':7} {p.stem:{width}}  (stopped at the first failure or interruption)")
+        else:
+            label = "OK" if r.ok else "INTERRUPTED" if r.interrupted else "FAILED"
+            lines.append(f"  {label:7} {p.stem:{width}}  {r.seconds:7.1f} s")
+    counts = Counter(table["verdict"])
+    lines.append("verdicts (all claims): " + ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS))
+    lines.append(f"results page: {index}")
+    return "\n".join(lines)
+
+
+def prepare_results(results_root: Path) -> None:
+    """Create the results folder and check it can be written: a bad ``--results`` (a file, a
+    read-only place) fails in one line before any notebook runs, not as a traceback after one."""
+    if results_root.exists() and not results_root.is_dir():
+        raise ValueError(f"--results {results_root} is a file, not a folder: give a folder (or remove the file)")
+    try:
+        results_root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=results_root):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--results {results_root} cannot be written ({exc.strerror or exc}): "
+                         "give a folder you can write to") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; Ctrl-C anywhere ends it with one line and exit code 130, no traceback."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("\ninterrupted (Ctrl-C): stopped; what finished is in the results folder", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pullstudy.report.runner",
+        description="Run every study notebook with papermill and build the results page.",
+    )
+    parser.add_argument("--results", type=Path, default=None,
+                        help="results folder (default: results/, or $PULLSTUDY_RESULTS_DIR)")
+    parser.add_argument("--notebooks", type=Path, default=None, help="notebooks folder (default: notebooks/)")
+    parser.add_argument("--only", nargs="+", action="extend", metavar="NAME",
+                        help="run only these notebooks (file stems, e.g. 01-pull-size-layers)")
+    parser.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE",
+                        help="notebook parameter; VALUE is JSON when it parses, else a string")
+    parser.add_argument("--kernel", default=KERNEL, help=f"Jupyter kernel name (default {KERNEL})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-notebook lines")
+    args = parser.parse_args(argv)
+
+    notebooks_dir = Path(args.notebooks or paths.notebooks_dir())
+    results_root = Path(args.results or paths.results_dir())
+    try:
+        parameters = parse_parameters(args.parameter)
+        selected = select_notebooks(notebooks_dir, args.only)
+        if selected:
+            plan_parameters(selected, parameters)  # names and values, before anything is written or run
+            prepare_results(results_root)
+    except ValueError as exc:  # ParameterError included
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not selected:
+        print(f"error: no notebooks (*.ipynb) in {notebooks_dir}", file=sys.stderr)
+        return 2
+
+    try:
+        runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
+                             kernel_name=args.kernel, progress=not args.no_progress)
+        index = write_index(results_root)
+        table = collect_verdict_table(results_root)
+    except ValueError as exc:
+        print(f"error: cannot build the results page: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.filename or results_root}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(summary(runs, selected, table, index))
+    failed = [r for r in runs if not r.ok]
+    if failed:
+        print(f"\nerror: {failed[0].error}", file=sys.stderr)
+        return EXIT_INTERRUPTED if failed[0].interrupted else 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
