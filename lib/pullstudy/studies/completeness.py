@@ -202,7 +202,7 @@ def chart(ledger_df: pd.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> alt.
 
 def record(out, loaded: dict[str, Any], cluster_nodes: Iterable[int] | None, *,
            threshold: float | None = None) -> pd.DataFrame | None:
-    """Compute the ledger of every loaded run and record it in ``out`` (a results.StudyOutput).
+    """Compute the ledger of every loaded run and record it in ``out`` (a pullstudy.report.output.StudyOutput).
 
     ``loaded`` maps run ids to their ParseResult. Only cluster sizes with at least one event file on
     this machine are accounted for (files not here are already reported as unavailable). Runs not in
