@@ -17,7 +17,7 @@ STARGZ_LIB := golang-github-containerd-stargz-snapshotter-dev
 DEBIAN_GOPATH := /usr/share/gocode
 # The Debian packages the tests and the local backend need, each with what shows it is installed (the
 # list tests/conftest.py checks; a test keeps the two in step). `make system` installs the missing ones.
-SYSTEM_PACKAGES := docker-registry containerd iproute2 openssl golang-go $(STARGZ_LIB) stargz-snapshotter
+SYSTEM_PACKAGES := docker-registry containerd iproute2 openssl golang-go $(STARGZ_LIB) stargz-snapshotter chromium
 
 .PHONY: help system env stargz maybe-stargz data verify-data reproduce run test test-fast lab bench catalog clean distclean
 
@@ -33,6 +33,9 @@ help:
 	@echo "make data         fill data/raw/ from \$$PULLSTUDY_DATA_MIRROR or by download, verifying every file"
 	@echo "make verify-data  re-check data/raw/: names every missing, altered or unknown file"
 	@echo "make clean        remove results/ and caches (keeps .venv and data/raw)"
+	@echo "make archive      the data folder as a deterministic, secret-scanned bundle in dist/ (RUNS=\"data/runs/<name> ...\")"
+	@echo "make deposit      a Zenodo draft of the bundle with a reserved DOI (ZENODO_TOKEN; PUBLISH=1 publishes)"
+	@echo "make data DOI=10.5281/zenodo.N   fetch and verify the data bundle of that record instead"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "pullstudy needs Python 3.11: set PYTHON=/path/to/python3.11")'
@@ -52,6 +55,7 @@ system:
 	command -v go >/dev/null || need="$$need golang-go"; \
 	test -d $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter || need="$$need $(STARGZ_LIB)"; \
 	command -v ctr-remote >/dev/null || need="$$need stargz-snapshotter"; \
+	command -v chromium >/dev/null || need="$$need chromium"; \
 	command -v python3.11 >/dev/null || python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
 	  need="$$need python3.11 python3.11-venv"; \
 	test -n "$$need" || exit 0; \
@@ -79,8 +83,10 @@ $(STARGZ): tools/stargz/main.go $(STAMP)
 	  -ldflags "-X main.libraryVersion=$$(dpkg-query -W -f '$${Version}' $(STARGZ_LIB) 2>/dev/null || echo unknown)" \
 	  -o $(abspath $@) .
 
+# DOI=10.5281/zenodo.N (or PULLSTUDY_DATA_DOI): the data bundle of that record instead (pullstudy.data.zenodo).
+DOI ?= $(PULLSTUDY_DATA_DOI)
 data: $(STAMP)
-	$(PY) -m pullstudy.data.fetch fetch $(DATA_ARGS)
+	$(if $(strip $(DOI)),$(PY) -m pullstudy.data.zenodo fetch $(DOI),$(PY) -m pullstudy.data.fetch fetch $(DATA_ARGS))
 
 verify-data: $(STAMP)
 	$(PY) -m pullstudy.data.fetch verify $(DATA_ARGS)
@@ -100,7 +106,7 @@ FAST_MARKERS := not slow and not notebooks and not needs_packages
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "$(FAST_MARKERS)" $(PYTEST_ARGS)
 
-test: system data maybe-stargz
+test: system data maybe-stargz cite-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: data
@@ -116,3 +122,29 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV) data/raw
+
+# Citable data (pullstudy.data.bundle): the deterministic deposit bundle in dist/, with its SHA-256 beside it.
+.PHONY: archive
+RUNS ?=
+archive: $(STAMP)
+	$(PY) -m pullstudy.data.bundle $(if $(strip $(RUNS)),--runs $(RUNS))
+
+# cffconvert validates CITATION.cff in the tests; it needs jsonschema<4, so it lives in its own venv,
+# pinned in pyproject.toml [tool.pullstudy.isolated-tools].
+.PHONY: cite-tools
+CFFCONVERT := $(VENV)/tools/cffconvert/bin/cffconvert
+cite-tools: $(CFFCONVERT)
+$(CFFCONVERT): pyproject.toml $(STAMP)
+	rm -rf $(VENV)/tools/cffconvert
+	$(PYTHON) -m venv $(VENV)/tools/cffconvert
+	$(VENV)/tools/cffconvert/bin/pip install --quiet \
+	  "cffconvert==$$($(PY) -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["tool"]["pullstudy"]["isolated-tools"]["cffconvert"])')"
+	@touch $@
+
+# A Zenodo deposition draft of the bundle (sandbox unless PULLSTUDY_ZENODO_API says otherwise; the token only
+# from ZENODO_TOKEN); the reserved DOI goes into data/README.md and CITATION.cff. PUBLISH=1 publishes it.
+.PHONY: deposit
+PUBLISH ?=
+PAPER_DOI ?=
+deposit: archive
+	$(PY) -m pullstudy.data.zenodo deposit $(if $(filter 1,$(PUBLISH)),--publish) $(if $(strip $(PAPER_DOI)),--paper-doi $(PAPER_DOI))

@@ -30,6 +30,7 @@ SYSTEM_PACKAGES = {
     "golang-go": ("go",),
     "golang-github-containerd-stargz-snapshotter-dev": ("/usr/share/gocode/src/github.com/containerd/stargz-snapshotter",),
     "stargz-snapshotter": ("ctr-remote",),
+    "chromium": ("chromium",),  # the offline report's browser test (tests/test_report_browser.py)
 }
 CATEGORY_NEEDS = {"registry": ("docker-registry",), "local": ("docker-registry", "containerd", "iproute2")}
 LAZY_PACKAGES = ("golang-go", "golang-github-containerd-stargz-snapshotter-dev", "stargz-snapshotter")

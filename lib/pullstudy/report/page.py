@@ -315,6 +315,7 @@ def write_index(results_root: str | Path) -> Path:
     overview_html = ("<h2 id=\"notebooks\">Notebooks</h2><table><tr><th>notebook</th><th>status</th>"
                      f"<th>time</th><th>verdicts</th></tr>{''.join(overview)}</table>") if overview else ""
     generated = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    from . import offline_report
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -328,6 +329,7 @@ Claims table: <a href="{CLAIMS_CSV}">{CLAIMS_CSV}</a></p>
 {_claims_html(table)}
 {how_sure_html(table, results_root)}
 {overview_html}
+{offline_report.section_html(results_root)}
 {chr(10).join(sections) if sections else '<p class="muted">No notebook results yet.</p>'}
 </body></html>
 """

@@ -331,7 +331,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
                              kernel_name=args.kernel, progress=not args.no_progress)
+        from . import paper, provenance
+        paper.build(results_root)
         index = write_index(results_root)
+        provenance.build(results_root)
         table = collect_verdict_table(results_root)
     except ValueError as exc:
         print(f"error: cannot build the results page: {exc}", file=sys.stderr)
