@@ -98,8 +98,8 @@ reproduce: data
 	$(PY) -m pullstudy.report.runner $(REPRODUCE_ARGS)
 
 run: system data maybe-stargz
-	@test -n "$(STUDY)" || { echo "usage: make run STUDY=<notebook, e.g. 03-local-ssd> [BACKEND=archive|local] [RUN_ARGS='-p key=value']"; exit 2; }
-	$(PY) -m pullstudy.report.runner --only $(STUDY) --results results/$(BACKEND) $(if $(filter-out archive,$(BACKEND)),-p backend=$(BACKEND)) $(RUN_ARGS)
+	@test -n "$(STUDY)" || { echo "usage: make run STUDY=<notebook, e.g. 03-local-ssd> [BACKEND=archive|local|kube] [RUN_ARGS='-p key=value']"; exit 2; }
+	$(if $(filter kube,$(BACKEND)),$(PY) -m pullstudy.report.kube_cli --study $(STUDY) --results results/kube $(RUN_ARGS),$(PY) -m pullstudy.report.runner --only $(STUDY) --results results/$(BACKEND) $(if $(filter-out archive,$(BACKEND)),-p backend=$(BACKEND)) $(RUN_ARGS))
 
 # Everything that needs no root, service or notebook: well under a minute.
 FAST_MARKERS := not slow and not notebooks and not needs_packages

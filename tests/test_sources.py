@@ -80,8 +80,10 @@ def test_arms_from_parameters_and_unknown_backend_refused():
     assert (base.id, treat.id) == ("pulling/run1", "pulling/run3")
     base, treat = sources.arms("local", "02-registry-proximity", {"local_grid": None, "local_replicates": 2})
     assert (base.where, treat.where, base.replicates) == ({"link": "rate-limited"}, {"link": "loopback"}, 2)
-    with pytest.raises(ValueError, match=r"backend='kube' is not a known source; choose one of archive, local"):
-        sources.arms("kube", "03-local-ssd", {})
+    base, treat = sources.arms("kube", "03-local-ssd", {"baseline_run": "pulling/run1", "treatment_run": "kube/r"})
+    assert (base.kind, base.id, treat.kind, treat.id) == ("archive", "pulling/run1", "kube", "kube/r")
+    with pytest.raises(ValueError, match=r"backend='k8s' is not a known source; choose one of archive, local, kube"):
+        sources.arms("k8s", "03-local-ssd", {})
     with pytest.raises(ValueError, match="no local comparison is defined"):
         sources.arms("local", "05-layer-similarity", {})
 

@@ -94,6 +94,8 @@ TIME = Param(str, choices=("pull_wait_s", "pull_s"))
 N_BOOT = Param(int, minimum=MIN_BOOT, why=f"fewer than {MIN_BOOT} resamples make a 95% CI meaningless")
 SEED = Param(int, minimum=0)
 BACKEND = Param(str, choices=("archive", "local"))
+# The comparison notebooks also compare a run recorded by the kube backend (treatment_run="kube/<name>").
+BACKEND_KUBE = Param(str, choices=("archive", "local", "kube"))
 GRID = Param(dict, none=True)
 REPLICATES = Param(int, minimum=1)
 MARGIN = Param(float, above=0, maximum=1)
@@ -109,12 +111,12 @@ SPECS: dict[str, dict[str, Param]] = {
     "02-registry-proximity": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
         "equivalence_margin": MARGIN, "network_min_fraction": Param(float, minimum=0, maximum=1),
-        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID, "local_replicates": REPLICATES,
+        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND_KUBE, "local_grid": GRID, "local_replicates": REPLICATES,
     },
     "03-local-ssd": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
         "claimed_speedup": SPEEDUP, "equivalence_margin": MARGIN,
-        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID, "local_replicates": REPLICATES,
+        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND_KUBE, "local_grid": GRID, "local_replicates": REPLICATES,
     },
     "04-image-streaming": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
@@ -181,7 +183,11 @@ CROSS: dict[str, list[Callable[[dict], str | None]]] = {
 def _known(lookup: str) -> list[str]:
     from pullstudy.data import catalog
 
-    return [r.id for r in catalog.load()] if lookup == "run" else [s.id for s in catalog.load_sets()]
+    if lookup == "run":  # the archived runs and the runs recorded by the kube backend (kube/<name>)
+        from pullstudy.sources import recorded_kube_runs as kube_runs
+
+        return [r.id for r in catalog.load()] + [r.id for r in kube_runs()]
+    return [s.id for s in catalog.load_sets()]
 
 
 def close_matches(word: str, candidates: list[str]) -> str:

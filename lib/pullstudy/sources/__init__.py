@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from pullstudy.sources.interface import RecordSource
 
 
-BACKENDS = ("archive", "local")
+BACKENDS = ("archive", "local", "kube")
 
 # Per comparison notebook: the condition its local mode varies, baseline -> treatment, and which
 # content mode stands for the comparison (the one whose bytes really travel or really get written).
@@ -45,4 +45,18 @@ def arms(backend: str, notebook: str, params: Mapping[str, Any]) -> tuple[Record
         opts = dict(grid=params.get("local_grid"), replicates=int(params.get("local_replicates", 1)))
         return (LocalSource(notebook, where={field_: base}, **opts),
                 LocalSource(notebook, where={field_: treat}, **opts))
+    if backend == "kube":  # a run recorded on a live cluster (treatment_run="kube/<name>") against an archived one
+        from pullstudy.sources.kube.source import KubeSource
+
+        def one(run_id: str):
+            return KubeSource(run_id) if str(run_id).startswith("kube/") else ArchiveSource(run_id)
+
+        return one(params["baseline_run"]), one(params["treatment_run"])
     raise ValueError(f"backend={backend!r} is not a known source; choose one of {', '.join(BACKENDS)}")
+
+
+def recorded_kube_runs() -> list:
+    """The runs recorded by the kube backend (``kube/<name>``), as catalog runs, for parameter checks."""
+    from pullstudy.sources.kube.source import kube_runs
+
+    return kube_runs()

@@ -1,0 +1,2 @@
+"""pullstudy.sources.kube.run.
+"""
