@@ -227,3 +227,17 @@ def test_how_sure_section_has_the_forest_plot_a_sentence_per_claim_and_the_rules
     assert "ssd-speedup: supported; measured 1.4" in html and "clears the noise floor x1.2" in html
     for kind in rules.RULES:
         assert f"<td>{kind}</td>" in html
+
+
+def test_a_pair_that_does_not_change_the_claims_condition_cannot_judge_it(raw):
+    from pullstudy.studies import noise
+
+    v = claims.Verdict("ssd-speedup", "not supported", "no speedup shown", n=10)
+    judged = noise.judge_pair(v, claims.CLAIMS["ssd-speedup"].condition, "pulling-test/run1", "pulling-test/run2")
+    assert judged.verdict == "not testable here" and "does not change ephemeral storage" in judged.reason
+    kept = noise.judge_pair(claims.Verdict("ssd-speedup", "partly supported", "r"), "ephemeral_storage",
+                            "pulling/run1", "pulling/run3")
+    assert kept.verdict == "partly supported" and kept.reason == "r"
+    both = noise.judge_pair(claims.Verdict("streaming-synthetic", "supported", "r"), "image_streaming",
+                            "pulling/run1", "pulling/run4")
+    assert both.verdict == "supported" and "also changes registry" in both.reason

@@ -28,6 +28,7 @@ class Claim:
     source: str
     kind: str  # which verdict rule applies: a key of pullstudy.studies.rules.RULES
     rounding: float = 0.2  # how loosely the figure is stated ("about 15x": within ±20%)
+    condition: str = ""  # for a comparison claim: the catalog condition the two runs must differ in
 
 
 def _claims(*rows: Claim) -> dict[str, Claim]:
@@ -58,6 +59,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "no difference",
         SOURCE_2024,
         "equivalence",
+        condition="registry",
     ),
     Claim(
         "ssd-speedup",
@@ -67,6 +69,7 @@ CLAIMS: dict[str, Claim] = _claims(
         SOURCE_2024,
         "factor",
         rounding=0.05,  # stated to two decimals
+        condition="ephemeral_storage",
     ),
     Claim(
         "streaming-synthetic",
@@ -75,6 +78,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "15–120x overall; up to 120x for generated images",
         SOURCE_2024,
         "range",
+        condition="image_streaming",
     ),
     Claim(
         "streaming-apps",
@@ -84,6 +88,7 @@ CLAIMS: dict[str, Claim] = _claims(
         "15x",
         SOURCE_2024,
         "factor",
+        condition="image_streaming",
     ),
     Claim(
         "streaming-ml",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .claims import CLAIMS, Verdict
+from .noise import judge_pair
 from .pulls import load_sources
 from pullstudy.studies.compare import (Comparison, compare_runs, overall_text, record, rounds_table,
                                        run_comparison, transfer_text, transferred_fraction,
@@ -187,6 +188,8 @@ class ComparisonStudy:
         else:
             raise ValueError(f"claim {claim_id!r} is of kind {kind!r}, which a two-arm comparison does not judge; "
                              "use the study module of that claim")
+        if self.judged and CLAIMS[claim_id].condition:
+            v = judge_pair(v, CLAIMS[claim_id].condition, self.baseline.id, self.treatment.id)
         if self.judged:
             self.out.verdict(v, runs=[self.baseline.id, self.treatment.id])
         return Judgement(claim_id, v, self.judged)

@@ -18,6 +18,7 @@ from itertools import combinations
 import pandas as pd
 
 from pullstudy.data import catalog
+from .claims import Verdict
 from pullstudy.sources.archive.source import ArchiveSource
 from .rules import NoiseFloor
 
@@ -104,3 +105,35 @@ def floor_from(table: pd.DataFrame) -> NoiseFloor | None:
     spread = usable["speedup"].map(lambda r: max(r, 1 / r))
     return NoiseFloor(float(spread.max()), tuple(f"{r.baseline} vs {r.treatment}: {r.speedup:.3g}x"
                                                  for r in usable.itertuples()))
+
+
+def pair_tests(condition: str, baseline: str, treatment: str, runs: list[catalog.Run] | None = None) -> tuple[bool, str]:
+    """Does this pair of catalog runs test a claim about ``condition``? And what else does it change?
+
+    A pair that keeps the condition fixed cannot say anything about it (an SSD claim judged on a
+    registry comparison would be a wrong verdict); a pair that also changes other conditions can,
+    but its effect is not the condition's alone, and the verdict says so.
+    """
+    runs = runs or catalog.load()
+    change = changed_fields(catalog.get(baseline, runs), catalog.get(treatment, runs))
+    if condition not in change:
+        value = getattr(catalog.get(baseline, runs), condition)
+        return False, (f"{treatment} vs {baseline} does not change {condition.replace('_', ' ')} (both {value!r}): "
+                       "this pair cannot test the claim; choose runs that differ in it")
+    others = {f: v for f, v in change.items() if f != condition}
+    if not others:
+        return True, ""
+    return True, ("the pair also changes " + "; ".join(f"{f.replace('_', ' ')} ({a!r} -> {b!r})"
+                                                      for f, (a, b) in others.items())
+                  + ", so the effect is not the claim's condition alone")
+
+
+def judge_pair(v: Verdict, condition: str, baseline: str, treatment: str) -> Verdict:
+    """A verdict on a pair that does not change the claim's condition becomes "not testable here"; one
+    on a pair that changes more than that condition is kept, with that said (:func:`pair_tests`)."""
+    testable, note = pair_tests(condition, baseline, treatment)
+    if not testable:
+        return Verdict(v.claim_id, "not testable here", note, measured=v.measured, n=v.n, notebook=v.notebook)
+    if note:
+        v.reason += f"; {note}"
+    return v

@@ -292,8 +292,11 @@ class StreamingAppsStudy:
                                           treatment=self.treat, time=p["time_column"], margin=p["equivalence_margin"],
                                           n_boot=p["n_boot"], seed=p["seed"])
         reruns = compare.attach_reruns(comparison, self.nodes, n_boot=p["n_boot"], seed=p["seed"])
-        v = self.out.verdict(verdict_streaming_apps(self.table, claimed=p["apps_claimed_speedup"],
-                                                    comparison=comparison), runs=[self.base, self.treat])
+        from .noise import judge_pair
+
+        v = verdict_streaming_apps(self.table, claimed=p["apps_claimed_speedup"], comparison=comparison)
+        v = self.out.verdict(judge_pair(v, CLAIMS["streaming-apps"].condition, self.base, self.treat),
+                             runs=[self.base, self.treat])
         return [_md(reruns), _md(f"**streaming-apps: {v.verdict}** — {v.reason}.")]
 
     def claims_without_data(self) -> list:
