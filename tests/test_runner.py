@@ -206,12 +206,12 @@ def test_unknown_parameter_name_refused_before_anything_runs(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize("pair, message", [
-    ("backend=kube", "backend='kube' is not allowed; allowed: 'archive' or 'local'"),
+    ("backend=nonsense", "backend='nonsense' is not allowed; allowed: 'archive' or 'local' or 'kube'"),
     ("treatment_run=pulling/run1", "the same run as baseline_run"),
     ("n_boot=1", "n_boot=1 is out of range"),
 ])
 def test_bad_parameter_value_refused_before_anything_runs(tmp_path: Path, pair: str, message: str) -> None:
-    """backend=kube started a registry and containerd as root and measured (the local backend)."""
+    """An unknown backend (once: backend=kube) started a registry and containerd as root and measured."""
     code, _, err = _main("--only", "03-local-ssd", "--results", str(tmp_path / "r"), "-p", pair, "--no-progress")
     assert code == 2
     assert message in err and err.strip().count("\n") == 0 and "Traceback" not in err

@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 # Fewer resamples than this make a "95% CI" meaningless (n_boot=1 gives a zero-width interval).
 MIN_BOOT = 200
-SET_BY_RUNNER = ("output_dir",)  # every notebook has it; reproduce sets it, users do not
+SET_BY_RUNNER = ("output_dir", "notebook")  # every notebook has them; fixed or set by the runner, not by users
 
 
 class ParameterError(ValueError):
@@ -168,6 +168,11 @@ def _spack_among_sets(values: dict) -> str | None:
 
 
 # Rules across parameters, per notebook: each returns a problem or None.
+# Every notebook names itself in its parameters cell, so its setup cell is the same in every notebook;
+# the name is fixed (a notebook cannot be run as another one).
+for _stem, _spec in SPECS.items():
+    _spec["notebook"] = Param(str, choices=(_stem,), why="the notebook's own name, fixed")
+
 CROSS: dict[str, list[Callable[[dict], str | None]]] = {
     "02-registry-proximity": [_distinct("baseline_run", "treatment_run")],
     "03-local-ssd": [_distinct("baseline_run", "treatment_run")],
