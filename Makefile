@@ -112,6 +112,7 @@ test: system data maybe-stargz cite-tools
 bench: data
 	$(PY) benchmarks/parse_events.py
 	$(PY) benchmarks/similarity.py
+	$(PY) benchmarks/similarity_scale.py
 	$(PY) benchmarks/reproduce_startup.py
 
 lab: $(STAMP)
