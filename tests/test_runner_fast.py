@@ -100,3 +100,19 @@ def test_failed_notebook_is_re_run_and_named(tmp_path: Path, capsys: pytest.Capt
 def test_bad_jobs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["--results", str(tmp_path), "-j", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: -j/--jobs must be at least 1, got 0"
+
+
+def test_notebook_page_rendered_again_only_when_the_notebook_changed(tmp_path: Path) -> None:
+    """The offline page of an executed notebook is kept while the notebook is unchanged (a no-change
+    ``make reproduce`` rebuilt all seven, ~1 s each), and rendered again when it changes."""
+    from pullstudy.report.offline_report import render_notebook
+
+    folder = tmp_path / "01-x"
+    folder.mkdir()
+    ipynb = _write(folder / "01-x.ipynb", 'output_dir = ""', "print('first')")
+    page = render_notebook(ipynb)
+    first = page.stat().st_mtime_ns
+    assert render_notebook(ipynb) == page and page.stat().st_mtime_ns == first
+    _write(ipynb, 'output_dir = ""', "print('second')")
+    render_notebook(ipynb)
+    assert "second" in page.read_text() and page.stat().st_mtime_ns != first
