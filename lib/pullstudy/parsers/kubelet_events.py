@@ -78,6 +78,7 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms":
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]+)")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pull messages repeat their durations across nodes
 def parse_go_duration(text: str) -> float:
     """Seconds in a Go duration string (``1h2m3.5s``, ``1m8.725s``, ``998ms``, ``1.5µs``, ``0``)."""
     s = text.strip()
@@ -185,17 +186,17 @@ def iter_event_objects(path: str | Path, skipped: Counter,
     path = Path(path)
     data = _open_bytes(path)
     label = str(path.relative_to(label_root) if label_root else path)
-    if not data.strip():
+    if not data or data.isspace():  # not data.strip(): that copies the whole file
         skipped["empty-file"] += 1
         return
-    first_text = data.lstrip().split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    first = _first_line(data)
+    first_text = first.decode("utf-8", "replace")
     if _KUBECTL_ERROR.match(first_text) and not _has_json_line(data):
         raise EventCaptureFailed(path, first_text[:300])
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
         doc = None
-        first = data.lstrip().split(b"\n", 1)[0].strip()
         if first in (b"{", b"["):
             raise EventFileError(f"{path}: a JSON document that does not parse (truncated?)") from None
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
@@ -230,6 +231,16 @@ class _Event:
     node: str | None
     time: datetime | None
     source: str
+
+
+_LEADING_SPACE = re.compile(rb"\s*")
+
+
+def _first_line(data: bytes) -> bytes:
+    """The first non-blank line, stripped, without copying the rest of the file (it can be tens of MB)."""
+    start = _LEADING_SPACE.match(data).end()
+    end = data.find(b"\n", start)
+    return data[start:end if end >= 0 else len(data)].strip()
 
 
 def _has_json_line(data: bytes) -> bool:
@@ -335,6 +346,8 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
         except EventCaptureFailed as failed:
             skipped["event-capture-failed"] += 1
             capture_failed[label] = failed.first_line
+    for times in (*pulling.values(), *started.values()):
+        times.sort()  # once here, not on every lookup below
     rows = [_record(ev, msg, pulling, started, scheduled, context) for ev, msg in pulled]
     return ParseResult(_typed_columns(rows), skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
 
@@ -430,7 +443,7 @@ def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
 def _latest_at_or_before(times: list[datetime] | None, t: datetime | None) -> datetime | None:
     if not times:
         return None
-    ordered = sorted(times)
+    ordered = times  # sorted by parse_events
     if t is None:
         return ordered[-1]
     i = bisect.bisect_right(ordered, t)
@@ -440,7 +453,7 @@ def _latest_at_or_before(times: list[datetime] | None, t: datetime | None) -> da
 def _earliest_at_or_after(times: list[datetime] | None, t: datetime | None) -> datetime | None:
     if not times:
         return None
-    ordered = sorted(times)
+    ordered = times  # sorted by parse_events
     if t is None:
         return ordered[0]
     i = bisect.bisect_left(ordered, t)
