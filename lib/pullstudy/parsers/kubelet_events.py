@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import orjson
 import pandas as pd
@@ -221,8 +221,7 @@ def iter_event_objects(path: str | Path, skipped: Counter,
         raise EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
 
 
-@dataclass(frozen=True)
-class _Event:
+class _Event(NamedTuple):  # a tuple, not a frozen dataclass: built once per Pulled event, 3x cheaper
     reason: str
     message: str | None
     pod: str  # namespace/name of the involved object
