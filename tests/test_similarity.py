@@ -513,3 +513,22 @@ def test_blocked_summary_refuses_a_bad_budget():
     inc, _, _ = S.incidence(table({"a": [1]}))
     with pytest.raises(ValueError, match="max_block_bytes must be a positive"):
         S.summary_from_incidence(inc, max_block_bytes=0)
+
+
+def test_heatmap_only_for_what_can_be_drawn(tmp_path):
+    from types import SimpleNamespace
+
+    from pullstudy.report.output import StudyOutput
+    from pullstudy.studies import similarity_figures as F
+
+    big = pd.DataFrame(np.eye(F.MAX_HEATMAP_IMAGES + 1), index=[f"i{k}" for k in range(F.MAX_HEATMAP_IMAGES + 1)])
+    big.columns = big.index
+    with pytest.raises(ValueError, match=r"301 images is more than the 300 a heatmap can draw"):
+        F.heatmap(big, list(big.index), title="t", measure="m")
+    small = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["a:1", "b:1"], columns=["a:1", "b:1"])
+    summaries = SimpleNamespace(matrices={("big", "digest"): big, ("small", "digest"): small})
+    loaded = [SimpleNamespace(label="big", slug="big"), SimpleNamespace(label="small", slug="small")]
+    out = StudyOutput("05-test", tmp_path)
+    charts = F.matrix_charts(summaries, loaded, out)
+    assert len(charts) == 1 and out.charts == ["heatmap-small-digest"]
+    assert out.exclusions == {"heatmaps not drawn: more than 300 images": 1}
