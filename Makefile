@@ -112,6 +112,8 @@ test: system data maybe-stargz cite-tools
 bench: data
 	$(PY) benchmarks/parse_events.py
 	$(PY) benchmarks/similarity.py
+	$(PY) benchmarks/similarity_scale.py
+	$(PY) benchmarks/reproduce_startup.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -194,3 +194,21 @@ def test_median_tables_are_flagged_in_the_csv(tmp_path: Path) -> None:
     written = pd.read_csv(tmp_path / "01" / "medians.csv", keep_default_na=False)
     assert {"completeness[a]", "completeness[b]"} <= set(written.columns) and "incomplete" not in written
     assert written["incomplete_in"].tolist() == ["", "a", ""]
+
+
+def test_inline_html_from_the_cached_bundle_is_byte_identical(tmp_path: Path, frame: pd.DataFrame,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Vega bundle is built once per environment (keyed by the vl-convert version), not per kernel;
+    the HTML written from the cache is byte for byte what altair writes without it."""
+    import vl_convert
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PULLSTUDY_VEGA_CACHE", str(cache))
+    chart = alt.Chart(frame, title="Pull time by size").mark_point().encode(x="size_gb:Q", y="pull_s:Q")
+    chart.save(tmp_path / "plain.html", format="html", inline=True)  # altair alone
+    first = charts.save_chart(chart, tmp_path / "a", "pull")["html"].read_bytes()  # fills the cache
+    [entry] = list(cache.iterdir())
+    assert vl_convert.__version__ in entry.name
+    second = charts.save_chart(chart, tmp_path / "b", "pull")["html"].read_bytes()  # served from it
+    assert first == second == (tmp_path / "plain.html").read_bytes()
+    assert vl_convert.javascript_bundle.__name__ != "cached"  # the patch does not outlive the save

@@ -460,3 +460,29 @@ def test_parse_time_is_strict_rfc3339():
     assert parse_time("2024-11-10T08:10:42.5+02:00") == datetime(2024, 11, 10, 6, 10, 42, 500000, tzinfo=timezone.utc)
     for bad in ("yesterday", "now", 1731219229, None, "2024-11-10", "2024-11-10T06:10:42", "2024-11-10T25:00:00Z"):
         assert parse_time(bad) is None, bad
+
+
+def test_columns_built_directly_equal_typed_records_on_every_event_file():
+    """Issue 16: the frame is built in its final dtypes; it must be exactly what typed_records gave."""
+    import pandas as pd
+
+    from pullstudy.data import catalog
+    from pullstudy.parsers import kubelet_events as K
+    from pullstudy.paths import raw_dir
+    from pullstudy.records import RECORD_COLUMNS, typed_records
+
+    files = [raw_dir() / r.source / f.path for r in catalog.load() for f in r.files_of("events")]
+    files = [p for p in files if p.is_file()]
+    if not files:
+        pytest.skip("no event files in data/raw: run `make data`")
+    real = K._typed_columns
+    captured = []
+    try:
+        K._typed_columns = lambda rows: captured.append(rows) or real(rows)
+        results = [K.parse_events(p) for p in files]
+    finally:
+        K._typed_columns = real
+    assert sum(len(r.records) for r in results) > 0
+    for rows, result in zip(captured, results):
+        expected = typed_records(pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS))
+        pd.testing.assert_frame_equal(result.records, expected, check_exact=True)

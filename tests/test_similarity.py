@@ -482,3 +482,53 @@ def test_a_catalog_set_with_files_missing_is_not_compared_with_the_published(raw
     assert "max |ours - upstream|" not in summaries.table  # the upstream's matrix is of seven images
     v = S.verdict_similarity_sets(summaries.digest, incomplete={s.key for s in sets if not s.complete})
     assert v.verdict == "not testable here"
+
+
+# --------------------------------------------------------------------------- summaries in row blocks
+
+
+def _same_summary(a, b):
+    assert (a.n, a.n_pairs) == (b.n, b.n_pairs)
+    for f in ("mean", "std", "pair_mean", "pair_std"):
+        assert math.isclose(getattr(a, f), getattr(b, f), rel_tol=1e-12, abs_tol=1e-15), f
+
+
+@pytest.mark.parametrize("block_bytes", [1, 40 * 7 * 3, S.DEFAULT_BLOCK_BYTES])
+def test_blocked_summary_equals_the_whole_matrix_summary(block_bytes):
+    images = {"a": [1, 2, 3], "b": [2, 3], "c": [], "d": [], "e": [9], "f": [1, 9], "g": [1, 2, 3]}
+    inc, _, _ = S.incidence(table(images))
+    _same_summary(S.summary_from_incidence(inc, max_block_bytes=block_bytes), S.summary(S.jaccard(inc)))
+
+
+@pytest.mark.parametrize("name", SETS)
+@pytest.mark.parametrize("which, item", [("layers", "digest"), ("history", "content_digest")])
+def test_blocked_summary_equals_todays_on_the_real_sets(archived, name, which, item):
+    inc, _, _ = S.incidence(getattr(archived[name], which), item=item)
+    today = S.summary(S.jaccard(inc))
+    for block_bytes in (40 * inc.shape[0] * 5, S.DEFAULT_BLOCK_BYTES):  # 5 rows at a time, and all at once
+        _same_summary(S.summary_from_incidence(inc, max_block_bytes=block_bytes), today)
+
+
+def test_blocked_summary_refuses_a_bad_budget():
+    inc, _, _ = S.incidence(table({"a": [1]}))
+    with pytest.raises(ValueError, match="max_block_bytes must be a positive"):
+        S.summary_from_incidence(inc, max_block_bytes=0)
+
+
+def test_heatmap_only_for_what_can_be_drawn(tmp_path):
+    from types import SimpleNamespace
+
+    from pullstudy.report.output import StudyOutput
+    from pullstudy.studies import similarity_figures as F
+
+    big = pd.DataFrame(np.eye(F.MAX_HEATMAP_IMAGES + 1), index=[f"i{k}" for k in range(F.MAX_HEATMAP_IMAGES + 1)])
+    big.columns = big.index
+    with pytest.raises(ValueError, match=r"301 images is more than the 300 a heatmap can draw"):
+        F.heatmap(big, list(big.index), title="t", measure="m")
+    small = pd.DataFrame([[1.0, 0.5], [0.5, 1.0]], index=["a:1", "b:1"], columns=["a:1", "b:1"])
+    summaries = SimpleNamespace(matrices={("big", "digest"): big, ("small", "digest"): small})
+    loaded = [SimpleNamespace(label="big", slug="big"), SimpleNamespace(label="small", slug="small")]
+    out = StudyOutput("05-test", tmp_path)
+    charts = F.matrix_charts(summaries, loaded, out)
+    assert len(charts) == 1 and out.charts == ["heatmap-small-digest"]
+    assert out.exclusions == {"heatmaps not drawn: more than 300 images": 1}

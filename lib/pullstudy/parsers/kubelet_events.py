@@ -22,18 +22,22 @@ offset compared as strings gives wrong joins.
 from __future__ import annotations
 
 import bisect
+import functools
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import orjson
 import pandas as pd
 
 from pullstudy.data.rawfiles import read_raw_bytes
-from pullstudy.records import RECORD_COLUMNS, decode_tag, empty_records, split_image, typed_records
+import numpy as np
+
+from pullstudy.records import (BOOL_COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, RECORD_COLUMNS, STRING_COLUMNS, TIME_COLUMNS,
+                              TIME_UNIT, decode_tag, empty_records, split_image)
 
 # Reasons an input item is not used, in the order a reader would look for them.
 SKIP_REASONS = (
@@ -74,6 +78,7 @@ _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms":
 _DURATION_PART = re.compile(r"(\d+\.?\d*|\.\d+)([^\d.]+)")
 
 
+@functools.lru_cache(maxsize=1 << 16)  # pull messages repeat their durations across nodes
 def parse_go_duration(text: str) -> float:
     """Seconds in a Go duration string (``1h2m3.5s``, ``1m8.725s``, ``998ms``, ``1.5µs``, ``0``)."""
     s = text.strip()
@@ -181,17 +186,17 @@ def iter_event_objects(path: str | Path, skipped: Counter,
     path = Path(path)
     data = _open_bytes(path)
     label = str(path.relative_to(label_root) if label_root else path)
-    if not data.strip():
+    if not data or data.isspace():  # not data.strip(): that copies the whole file
         skipped["empty-file"] += 1
         return
-    first_text = data.lstrip().split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+    first = _first_line(data)
+    first_text = first.decode("utf-8", "replace")
     if _KUBECTL_ERROR.match(first_text) and not _has_json_line(data):
         raise EventCaptureFailed(path, first_text[:300])
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
         doc = None
-        first = data.lstrip().split(b"\n", 1)[0].strip()
         if first in (b"{", b"["):
             raise EventFileError(f"{path}: a JSON document that does not parse (truncated?)") from None
     if isinstance(doc, dict) and isinstance(doc.get("items"), list):
@@ -216,8 +221,7 @@ def iter_event_objects(path: str | Path, skipped: Counter,
         raise EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
 
 
-@dataclass(frozen=True)
-class _Event:
+class _Event(NamedTuple):  # a tuple, not a frozen dataclass: built once per Pulled event, 3x cheaper
     reason: str
     message: str | None
     pod: str  # namespace/name of the involved object
@@ -226,6 +230,16 @@ class _Event:
     node: str | None
     time: datetime | None
     source: str
+
+
+_LEADING_SPACE = re.compile(rb"\s*")
+
+
+def _first_line(data: bytes) -> bytes:
+    """The first non-blank line, stripped, without copying the rest of the file (it can be tens of MB)."""
+    start = _LEADING_SPACE.match(data).end()
+    end = data.find(b"\n", start)
+    return data[start:end if end >= 0 else len(data)].strip()
 
 
 def _has_json_line(data: bytes) -> bool:
@@ -239,9 +253,15 @@ def parse_time(value: object) -> datetime | None:
     """A Kubernetes timestamp (RFC 3339, any fraction of a second) as a UTC datetime; None if not one.
 
     Strict on purpose: an integer, ``"yesterday"`` or a time without offset is not guessed at.
+    Each distinct string is parsed once: the events of a run share most of their timestamps (issue 16).
     """
     if not isinstance(value, str):
         return None
+    return _parse_time_text(value)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parse_time_text(value: str) -> datetime | None:
     m = _RFC3339.match(value.strip())
     if not m:
         return None
@@ -325,9 +345,32 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
         except EventCaptureFailed as failed:
             skipped["event-capture-failed"] += 1
             capture_failed[label] = failed.first_line
+    for times in (*pulling.values(), *started.values()):
+        times.sort()  # once here, not on every lookup below
     rows = [_record(ev, msg, pulling, started, scheduled, context) for ev, msg in pulled]
-    records = pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS)
-    return ParseResult(typed_records(records), skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
+    return ParseResult(_typed_columns(rows), skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
+
+
+def _typed_columns(rows: list[dict]) -> pd.DataFrame:
+    """The records frame built column by column in its final dtypes: what ``typed_records(DataFrame(rows))``
+    gives (tests/test_kubelet_events.py), without a frame of objects converted 22 columns at a time (issue 16:
+    that was a quarter of the parse). The times are already UTC datetimes, parsed once in ``parse_time``."""
+    if not rows:
+        return empty_records()
+    columns: dict[str, object] = {}
+    for col in RECORD_COLUMNS:
+        values = [r[col] for r in rows]
+        if col in INT_COLUMNS:
+            columns[col] = pd.array(values, dtype="Int64")
+        elif col in FLOAT_COLUMNS:
+            columns[col] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+        elif col in BOOL_COLUMNS:
+            columns[col] = np.array(values, dtype=bool)
+        elif col in TIME_COLUMNS:
+            columns[col] = pd.DatetimeIndex(values, tz="UTC").as_unit(TIME_UNIT)
+        else:
+            columns[col] = pd.array(values, dtype="string")
+    return pd.DataFrame(columns, columns=RECORD_COLUMNS)
 
 
 def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled) -> None:
@@ -335,24 +378,45 @@ def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
     if not isinstance(obj, dict):
         skipped["not-an-object"] += 1
         return
-    problem = _not_an_event(obj)
-    if problem:
-        skipped[problem] += 1
+    # _not_an_event, _dedup_key and _event_time inlined for the common cases: this runs once per line
+    reason = obj.get("reason")
+    if not (reason and isinstance(reason, str)):
+        skipped[_not_an_event(obj)] += 1
         return
-    if obj.get("metadata") is not None and not isinstance(obj["metadata"], dict):
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
         skipped["bad-metadata"] += 1
         return
-    key = _dedup_key(obj)
+    uid = metadata.get("uid") if metadata else None
+    key = uid if isinstance(uid, str) and uid else _dedup_key(obj)
     if key in seen:
         skipped["duplicate"] += 1
         return
     seen.add(key)
-    if obj["reason"] not in _USED_REASONS:  # most events: counted without building anything
+    if reason not in _USED_REASONS:  # most events: counted without building anything
         skipped["not-a-pull-event"] += 1
         return
-    time, valid = _event_time(obj)
-    if not valid:
+    raw = obj.get("eventTime") or obj.get("firstTimestamp") or obj.get("deprecatedFirstTimestamp") \
+        or (metadata or {}).get("creationTimestamp")
+    time = None if raw is None else parse_time(raw)
+    if raw is not None and time is None:
         skipped["bad-time"] += 1  # not placed in time, so not joined or kept
+        return
+    if reason != "Pulled":  # only the join key and the time are needed: no _Event built (issue 16)
+        if time is None:
+            skipped["missing-time"] += 1  # a timeless Pulling/Started/Scheduled cannot be joined
+            return
+        involved = obj.get("involvedObject") or obj.get("regarding")
+        involved = involved if isinstance(involved, dict) else {}
+        uid, field_path = involved.get("uid"), involved.get("fieldPath")
+        pod_key = uid if isinstance(uid, str) and uid else f"{involved.get('namespace', '')}/{involved.get('name', '')}"
+        container = field_path if isinstance(field_path, str) else ""
+        if reason == "Pulling":
+            pulling.setdefault((pod_key, container), []).append(time)
+        elif reason == "Started":
+            started.setdefault((pod_key, container), []).append(time)
+        else:
+            scheduled.setdefault(pod_key, time)
         return
     ev = _normalize(obj, f"{label}:{where}" if isinstance(where, int) else where, time)
     if ev.reason == "Pulled":
@@ -378,7 +442,7 @@ def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
 def _latest_at_or_before(times: list[datetime] | None, t: datetime | None) -> datetime | None:
     if not times:
         return None
-    ordered = sorted(times)
+    ordered = times  # sorted by parse_events
     if t is None:
         return ordered[-1]
     i = bisect.bisect_right(ordered, t)
@@ -388,7 +452,7 @@ def _latest_at_or_before(times: list[datetime] | None, t: datetime | None) -> da
 def _earliest_at_or_after(times: list[datetime] | None, t: datetime | None) -> datetime | None:
     if not times:
         return None
-    ordered = sorted(times)
+    ordered = times  # sorted by parse_events
     if t is None:
         return ordered[0]
     i = bisect.bisect_left(ordered, t)

@@ -81,8 +81,42 @@ def offline_outputs(nb) -> tuple[int, int]:
     return drawn, failed
 
 
+def _render_key(ipynb: Path) -> str:
+    import hashlib
+
+    import vl_convert
+
+    h = hashlib.sha256(ipynb.read_bytes())
+    h.update(Path(__file__).read_bytes())
+    h.update(vl_convert.__version__.encode())
+    return h.hexdigest()
+
+
 def render_notebook(ipynb: Path) -> Path:
-    """``<folder>/<stem>.html`` beside the executed notebook: nbconvert, no JavaScript, no outside request."""
+    """``<folder>/<stem>.html`` beside the executed notebook: nbconvert, no JavaScript, no outside request.
+
+    Rendering (nbconvert, every chart drawn to SVG) is ~1 s a notebook and the page is rebuilt on every
+    ``make reproduce``, also when no notebook ran (issue 16): a page whose executed notebook, this module
+    and vl-convert are unchanged since it was written is kept, its key in ``<results>/.reproduce-cache/``.
+    """
+    target = ipynb.with_suffix(".html")
+    stamp = ipynb.parent.parent / ".reproduce-cache" / f"render-{ipynb.stem}.key"
+    key = _render_key(ipynb)
+    try:
+        if target.is_file() and stamp.read_text(encoding="utf-8") == key:
+            return target
+    except OSError:
+        pass
+    rendered = _render(ipynb, target)
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(key, encoding="utf-8")
+    except OSError:  # no cache, same page
+        pass
+    return rendered
+
+
+def _render(ipynb: Path, target: Path) -> Path:
     nb = nbformat.read(ipynb, as_version=4)
     offline_outputs(nb)
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
@@ -90,7 +124,6 @@ def render_notebook(ipynb: Path) -> Path:
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(ipynb.stem)}</title>'
             f"<style>{_PAGE_CSS}</style></head><body>\n<p><a href=\"../index.html\">results</a> · "
             f'<a href="{_e(quote(ipynb.name))}">{_e(ipynb.name)}</a></p>\n{body}\n</body></html>\n')
-    target = ipynb.with_suffix(".html")
     target.write_text(page, encoding="utf-8")
     return target
 

@@ -1,7 +1,7 @@
 """The engine of ``make reproduce``: run every study notebook, then have the results page built
 (:mod:`pullstudy.report.page`).
 
-    python -m pullstudy.report.runner [--results DIR] [--only NAME ...] [-p key=value ...]
+    python -m pullstudy.report.runner [--results DIR] [--only NAME ...] [-p key=value ...] [-j N] [--force]
 
 Each ``notebooks/<stem>.ipynb`` is executed by papermill into ``<results>/<stem>/<stem>.ipynb``
 with ``output_dir=<results>/<stem>``. It stops at the first failing notebook (later studies would
@@ -14,16 +14,29 @@ would only warn and run with the defaults), each notebook gets only the paramete
 values are checked by :mod:`pullstudy.report.parameters`, as the notebooks check them again themselves.
 A notebook counts as OK only if every cell ran: an interrupted one (Ctrl-C) is listed as
 "interrupted" and its verdicts are not judged.
+
+Speed (issue 16): the notebooks are independent (each reads the archive and writes only its own folder),
+so ``-j N`` (default: the number of cores) runs N at a time; they start in name order, a failure stops
+any that has not started yet, and the page is built once at the end, so the outputs are those of a
+serial run (tests/test_runner_fast.py). A notebook whose source, parameters, library, environment pins
+and input data are unchanged since its last successful run is not re-executed (``--force`` re-runs
+it): its key is kept in ``<results>/.reproduce-cache/<stem>.json``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
+import os
+import signal
+import threading
 import shutil
 import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -52,6 +65,7 @@ class NotebookRun:
     seconds: float
     error: str = ""
     interrupted: bool = False
+    cached: bool = False  # unchanged since its last successful run: not re-executed
 
 
 # ---------------------------------------------------------------- selecting and parameters
@@ -147,7 +161,7 @@ def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseEx
     )
 
 
-def _kernel_manager(log_path: Path) -> type:
+def _kernel_manager(log_path: Path, started: list | None = None) -> type:
     """A kernel manager whose kernel writes its own stderr (kernel logging, not cell output) to
     ``log_path``: on Ctrl-C the kernel is shut down mid-cell and logs a ZMQ traceback, which must not
     reach the terminal; the log stays in the results folder for debugging."""
@@ -157,21 +171,90 @@ def _kernel_manager(log_path: Path) -> type:
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             with open(log_path, "ab") as log:  # the kernel process keeps its own copy
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
+            if started is not None:
+                started.append(self)
 
     return LoggedKernelManager
 
 
-def _engine_options(log_path: Path) -> dict[str, Any]:
+def _engine_options(log_path: Path, started: list | None = None) -> dict[str, Any]:
     """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
     "running over TCP without encryption" warning out of the logs. The kernel's stderr goes to
     ``log_path``."""
     import zmq
     from traitlets.config import Config
 
-    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path)}
+    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, started)}
     if zmq.has("curve"):
         options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
     return options
+
+
+CACHE_DIR = ".reproduce-cache"
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()
+
+
+def environment_key() -> str:
+    """What every notebook depends on besides its own source and parameters: the library (every source
+    file, not only ``__version__``, which a code change does not bump), the environment's pins and Python,
+    and the input data (the manifest and catalog, and the size and modification time of every raw file)."""
+    import pullstudy
+
+    lib = Path(pullstudy.__file__).resolve().parent
+    parts = [pullstudy.__version__.encode(), sys.version.encode()]
+    for f in sorted(lib.rglob("*.py")):
+        parts += [str(f.relative_to(lib)).encode(), f.read_bytes()]
+    pins = paths.PROJECT_ROOT / "pyproject.toml"
+    parts.append(pins.read_bytes() if pins.is_file() else b"")
+    data = paths.data_dir()
+    for name in ("manifest.json", "catalog.json"):
+        parts.append((data / name).read_bytes() if (data / name).is_file() else b"")
+    raw = paths.raw_dir()
+    if raw.is_dir():
+        for f in sorted(raw.rglob("*")):
+            if f.is_file() and f.name != "FETCH-REPORT.json":
+                st = f.stat()
+                parts.append(f"{f.relative_to(raw)} {st.st_size} {st.st_mtime_ns}".encode())
+    return _digest(*parts)
+
+
+def notebook_key(notebook: Path, parameters: dict[str, Any], out_dir: Path, kernel_name: str,
+                 environment: str) -> str:
+    """The cache key of one notebook run: its source, its parameters, where it writes, the kernel, the rest."""
+    given = json.dumps({"parameters": parameters, "output_dir": str(out_dir), "kernel": kernel_name},
+                       sort_keys=True, default=str)
+    return _digest(notebook.read_bytes(), given.encode(), environment.encode())
+
+
+def _unchanged(results_root: Path, stem: str, key: str) -> bool:
+    out_dir = results_root / stem
+    stamp = results_root / CACHE_DIR / f"{stem}.json"
+    try:
+        recorded = json.loads(stamp.read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (recorded == key and (out_dir / f"{stem}.ipynb").is_file()
+            and not (out_dir / ERROR_FILE).exists() and not (out_dir / INTERRUPTED_FILE).exists())
+
+
+def _record_success(results_root: Path, stem: str, key: str) -> None:
+    stamp = results_root / CACHE_DIR / f"{stem}.json"
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
+
+
+def default_jobs() -> int:
+    """The cores this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def run_notebooks(
@@ -183,12 +266,15 @@ def run_notebooks(
     kernel_name: str = KERNEL,
     progress: bool = True,
     check_values: bool = True,
+    jobs: int | None = None,
+    force: bool = False,
 ) -> list[NotebookRun]:
-    """Execute the selected notebooks in order; stop at the first failure (it is the last run).
+    """Execute the selected notebooks, ``jobs`` at a time, started in name order; after the first failure
+    no further notebook starts (the failed one is the last in the list; those already running finish).
 
     Each notebook's results folder is emptied first, so nothing from an earlier run can pass for
-    a result of this one. Ctrl-C stops the run too: the notebook is recorded as interrupted
-    (``reproduce-interrupted.txt`` in its folder) and is the last run.
+    a result of this one. Ctrl-C stops the run too: the notebooks running are recorded as interrupted
+    (``reproduce-interrupted.txt`` in their folder). Unchanged notebooks are skipped unless ``force``.
     """
     import papermill as pm  # slow to import; only needed here
 
@@ -198,58 +284,122 @@ def run_notebooks(
     parameters = dict(parameters or {})
     if "output_dir" in parameters:
         raise ValueError("output_dir is set by reproduce (<results>/<notebook>)")
+    jobs = default_jobs() if jobs is None else jobs
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"-j/--jobs must be a whole number of at least 1, got {jobs!r}")
     plan = plan_parameters(notebooks, parameters, check_values=check_values)
     results_root.mkdir(parents=True, exist_ok=True)
+    environment = environment_key()
+    total = len(notebooks)
 
-    runs: list[NotebookRun] = []
-    bar = tqdm(total=len(notebooks), unit="notebook", disable=None if progress else True,
+    bar = tqdm(total=total, unit="notebook", disable=None if progress else True,
                file=sys.stderr, dynamic_ncols=True)
     say = tqdm.write if progress else (lambda *a, **k: None)
-    try:
-        for i, notebook in enumerate(notebooks, start=1):
-            out_dir = results_root / notebook.stem
-            if out_dir.exists():
-                shutil.rmtree(out_dir)
-            out_dir.mkdir(parents=True)
-            output_path = out_dir / f"{notebook.stem}.ipynb"
-            bar.set_description(notebook.stem)
-            say(f"[{i}/{len(notebooks)}] {notebook.stem} ...")
-            start = time.monotonic()
-            try:
-                pm.execute_notebook(
-                    str(notebook), str(output_path),
-                    parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
-                    kernel_name=kernel_name, language="python", cwd=str(notebooks_dir),
-                    progress_bar=False, log_output=False, **_engine_options(out_dir / KERNEL_LOG),
-                )
-            except KeyboardInterrupt:
-                seconds = time.monotonic() - start
-                message = (f"notebook {notebook.stem} was interrupted (Ctrl-C) after {seconds:.1f} s; "
-                           f"its later cells did not run: {output_path}")
-                (out_dir / INTERRUPTED_FILE).write_text(message + "\n", encoding="utf-8")
-                runs.append(NotebookRun(notebook.stem, notebook, output_path, False, seconds, message,
-                                        interrupted=True))
-                say(f"[{i}/{len(notebooks)}] {notebook.stem} INTERRUPTED after {seconds:.1f} s")
-                break
-            except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
-                seconds = time.monotonic() - start
-                message = describe_failure(notebook.stem, notebook, output_path, exc)
-                (out_dir / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
-                runs.append(NotebookRun(notebook.stem, notebook, output_path, False, seconds, message))
-                say(f"[{i}/{len(notebooks)}] {notebook.stem} FAILED after {seconds:.1f} s")
-                bar.update()
-                break
-            finally:
-                log = out_dir / KERNEL_LOG
-                if log.is_file() and log.stat().st_size == 0:
-                    log.unlink()  # the usual case: the kernel had nothing to say
-            seconds = time.monotonic() - start
-            runs.append(NotebookRun(notebook.stem, notebook, output_path, True, seconds))
-            say(f"[{i}/{len(notebooks)}] {notebook.stem} OK in {seconds:.1f} s")
+    stop = threading.Event()  # a failure or Ctrl-C: start nothing more
+    interrupting = threading.Event()
+    kernels: list = []  # the kernel managers started, so Ctrl-C can stop kernels run by worker threads
+    started_at: dict[str, float] = {}
+
+    def run_one(i: int, notebook: Path) -> NotebookRun | None:
+        if stop.is_set():
+            return None
+        out_dir = results_root / notebook.stem
+        output_path = out_dir / f"{notebook.stem}.ipynb"
+        key = notebook_key(notebook, plan[notebook.stem], out_dir, kernel_name, environment)
+        if not force and _unchanged(results_root, notebook.stem, key):
+            say(f"[{i}/{total}] {notebook.stem} unchanged since its last successful run: not re-run (--force re-runs it)")
             bar.update()
-    finally:
-        bar.close()
+            return NotebookRun(notebook.stem, notebook, output_path, True, 0.0, cached=True)
+        (results_root / CACHE_DIR / f"{notebook.stem}.json").unlink(missing_ok=True)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.mkdir(parents=True)
+        bar.set_description(notebook.stem)
+        say(f"[{i}/{total}] {notebook.stem} ...")
+        start = started_at[notebook.stem] = time.monotonic()
+        try:
+            pm.execute_notebook(
+                str(notebook), str(output_path),
+                parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
+                kernel_name=kernel_name, language="python",
+                progress_bar=False, log_output=False, **_engine_options(out_dir / KERNEL_LOG, kernels),
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
+            seconds = time.monotonic() - start
+            if interrupting.is_set():  # its kernel was stopped by Ctrl-C: interrupted, not failed
+                return _interrupted(notebook, output_path, seconds)
+            stop.set()
+            message = describe_failure(notebook.stem, notebook, output_path, exc)
+            (out_dir / ERROR_FILE).write_text(message + "\n", encoding="utf-8")
+            say(f"[{i}/{total}] {notebook.stem} FAILED after {seconds:.1f} s")
+            bar.update()
+            return NotebookRun(notebook.stem, notebook, output_path, False, seconds, message)
+        finally:
+            log = out_dir / KERNEL_LOG
+            if log.is_file() and log.stat().st_size == 0:
+                log.unlink()  # the usual case: the kernel had nothing to say
+        seconds = time.monotonic() - start
+        if interrupting.is_set():
+            return _interrupted(notebook, output_path, seconds)
+        _record_success(results_root, notebook.stem, key)
+        say(f"[{i}/{total}] {notebook.stem} OK in {seconds:.1f} s")
+        bar.update()
+        return NotebookRun(notebook.stem, notebook, output_path, True, seconds)
+
+    def _interrupted(notebook: Path, output_path: Path, seconds: float) -> NotebookRun:
+        message = (f"notebook {notebook.stem} was interrupted (Ctrl-C) after {seconds:.1f} s; "
+                   f"its later cells did not run: {output_path}")
+        output_path.parent.mkdir(parents=True, exist_ok=True)
+        (output_path.parent / INTERRUPTED_FILE).write_text(message + "\n", encoding="utf-8")
+        say(f"{notebook.stem} INTERRUPTED after {seconds:.1f} s")
+        return NotebookRun(notebook.stem, notebook, output_path, False, seconds, message, interrupted=True)
+
+    runs: list[NotebookRun] = []
+    # papermill's cwd= changes the process's folder for each notebook, which races between threads;
+    # every notebook runs in notebooks_dir, so it is set once for the whole run.
+    with contextlib.chdir(notebooks_dir):
+        try:
+            if jobs == 1 or total <= 1:
+                for i, notebook in enumerate(notebooks, start=1):
+                    try:
+                        run = run_one(i, notebook)
+                    except KeyboardInterrupt:
+                        out = results_root / notebook.stem / f"{notebook.stem}.ipynb"
+                        runs.append(_interrupted(notebook, out, time.monotonic() - started_at.get(notebook.stem, time.monotonic())))
+                        break
+                    if run is None:
+                        break
+                    runs.append(run)
+                    if not run.ok:
+                        break
+            else:
+                runs = _run_concurrently(notebooks, jobs, run_one, stop, interrupting, kernels)
+        finally:
+            bar.close()
     return runs
+
+
+def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threading.Event,
+                      interrupting: threading.Event, kernels: list) -> list[NotebookRun]:
+    """``run_one`` for each notebook in ``jobs`` worker threads (each notebook is its own kernel process,
+    so threads suffice); the runs in name order. Ctrl-C stops the kernels still running, whose
+    notebooks are then recorded as interrupted, and is raised again once they are."""
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook")
+    futures = [pool.submit(run_one, i, nb) for i, nb in enumerate(notebooks, start=1)]
+    try:
+        results = [f.result() for f in futures]
+    except KeyboardInterrupt:
+        interrupting.set()
+        stop.set()
+        for km in list(kernels):
+            pid = getattr(getattr(km, "provisioner", None), "pid", None)
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+        pool.shutdown(wait=True, cancel_futures=True)
+        results = [f.result() if f.done() and not f.cancelled() else None for f in futures]
+    pool.shutdown(wait=True)
+    return [r for r in results if r is not None]
 
 
 # ---------------------------------------------------------------- command line
@@ -267,7 +417,8 @@ def summary(runs: Sequence[NotebookRun], selected: Sequence[Path], table: pd.Dat
             lines.append(f"  {'not run':7} {p.stem:{width}}  (stopped at the first failure or interruption)")
         else:
             label = "OK" if r.ok else "INTERRUPTED" if r.interrupted else "FAILED"
-            lines.append(f"  {label:7} {p.stem:{width}}  {r.seconds:7.1f} s")
+            when = "unchanged, not re-run" if r.cached else f"{r.seconds:7.1f} s"
+            lines.append(f"  {label:7} {p.stem:{width}}  {when}")
     counts = Counter(table["verdict"])
     lines.append("verdicts (all claims): " + ", ".join(f"{v} {counts.get(v, 0)}" for v in VERDICTS))
     lines.append(f"results page: {index}")
@@ -311,10 +462,17 @@ def _main(argv: Sequence[str] | None = None) -> int:
                         help="notebook parameter; VALUE is JSON when it parses, else a string")
     parser.add_argument("--kernel", default=KERNEL, help=f"Jupyter kernel name (default {KERNEL})")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-notebook lines")
+    parser.add_argument("-j", "--jobs", type=int, default=None, metavar="N",
+                        help=f"notebooks run at a time (default: the cores, here {default_jobs()})")
+    parser.add_argument("--force", action="store_true",
+                        help="re-run notebooks even if unchanged since their last successful run")
     args = parser.parse_args(argv)
 
     notebooks_dir = Path(args.notebooks or paths.notebooks_dir())
     results_root = Path(args.results or paths.results_dir())
+    if args.jobs is not None and args.jobs < 1:
+        print(f"error: -j/--jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     try:
         parameters = parse_parameters(args.parameter)
         selected = select_notebooks(notebooks_dir, args.only)
@@ -330,7 +488,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
     try:
         runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
-                             kernel_name=args.kernel, progress=not args.no_progress)
+                             kernel_name=args.kernel, progress=not args.no_progress,
+                             jobs=args.jobs, force=args.force)
         from . import paper, provenance
         paper.build(results_root)
         index = write_index(results_root)

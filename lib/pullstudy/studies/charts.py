@@ -6,7 +6,11 @@ editing, self-contained interactive HTML for exploring), so results are comparab
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -111,5 +115,50 @@ def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> di
     paths = {fmt: directory / f"{name}.{fmt}" for fmt in ("png", "svg", "html")}
     chart.save(paths["png"], format="png", scale_factor=2)
     chart.save(paths["svg"], format="svg")
-    chart.save(paths["html"], format="html", inline=True)
+    with _cached_javascript_bundle():
+        chart.save(paths["html"], format="html", inline=True)
     return paths
+
+
+def bundle_cache_dir() -> Path:
+    """Where the Vega JavaScript bundle is kept: one per environment (``PULLSTUDY_VEGA_CACHE`` overrides)."""
+    return Path(os.environ.get("PULLSTUDY_VEGA_CACHE") or Path(sys.prefix) / "share" / "pullstudy" / "vega-bundle")
+
+
+@contextlib.contextmanager
+def _cached_javascript_bundle():
+    """Serve ``vl_convert.javascript_bundle`` from a file while a chart is saved as inline HTML.
+
+    Why: altair asks vl-convert to rebuild the Vega + Vega-Lite + vega-embed bundle (~1.3 s) for the
+    first inline HTML chart in every kernel, though it depends only on the vl-convert version and the
+    Vega-Lite version asked for. The file is keyed by both, written atomically (notebooks run
+    concurrently), and holds exactly what vl-convert returned, so the HTML is byte-identical
+    (tests/test_charts_output.py). An unwritable cache folder only means no cache.
+    """
+    import vl_convert
+
+    original = vl_convert.javascript_bundle
+
+    def cached(snippet=None, vl_version=None):
+        if snippet is not None:  # a custom snippet is not what altair's inline template asks for
+            return original(snippet, vl_version=vl_version)
+        key = f"vl-convert-{vl_convert.__version__}-vega-lite-{vl_version or 'default'}.js"
+        path = bundle_cache_dir() / key
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError:
+            pass
+        bundle = original(vl_version=vl_version)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".bundle-")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(bundle)
+            os.replace(tmp, path)
+        return bundle
+
+    vl_convert.javascript_bundle = cached
+    try:
+        yield
+    finally:
+        vl_convert.javascript_bundle = original

@@ -20,8 +20,17 @@ def short_names(images: list[str]) -> dict[str, str]:
     return {i: i[len(prefix):] for i in images}
 
 
+#: The most images a heatmap is drawn for: n² cells, so 300 images are 90,000 marks (~4,200 px a side);
+#: a set of 100,000 images would be 10¹⁰, which no renderer draws. Larger sets get their summaries only
+#: (``similarity.summary_from_incidence``, in bounded memory) and are listed as skipped (issue 16).
+MAX_HEATMAP_IMAGES = 300
+
+
 def heatmap(matrix: pd.DataFrame, order: list[str], *, title: str, measure: str) -> alt.Chart:
     """A Jaccard matrix as a heatmap in clustering order, with the pair and the score on hover."""
+    if len(matrix) > MAX_HEATMAP_IMAGES:
+        raise ValueError(f"heatmap {title!r}: {len(matrix)} images is more than the {MAX_HEATMAP_IMAGES} a heatmap "
+                         "can draw (n² cells); report its summary instead")
     names = short_names(list(matrix.index))
     long = matrix.rename_axis(index="a", columns="b").stack().rename("score").reset_index()
     long["image_a"], long["image_b"] = long["a"].map(names), long["b"].map(names)
@@ -75,9 +84,13 @@ def bytes_saved(stats: pd.DataFrame, *, title: str = "What a node pulls for a wh
 def matrix_charts(summaries, loaded, out) -> list:
     """The clustered heatmap of every set under every measure, recorded in ``out`` (``heatmap-<set>-<measure>``)."""
     slugs = {s.label: s.slug for s in loaded}
+    drawable = {k: m for k, m in summaries.matrices.items() if len(m) <= MAX_HEATMAP_IMAGES}
+    too_big = len(summaries.matrices) - len(drawable)
+    if too_big:  # counted, not dropped silently; recorded only when it happens, so small sets' outputs stay as they were
+        out.excluded(f"heatmaps not drawn: more than {MAX_HEATMAP_IMAGES} images", too_big)
     return [out.chart(heatmap(matrix, cluster_order(matrix), title=f"Jaccard similarity of {label}: {measure}",
                               measure=MEASURE_TEXT[measure]), f"heatmap-{slugs[label]}-{measure}")
-            for (label, measure), matrix in summaries.matrices.items()]
+            for (label, measure), matrix in drawable.items()]
 
 
 def union_chart(union: pd.DataFrame, loaded) -> alt.Chart:
