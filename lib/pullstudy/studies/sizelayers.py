@@ -184,7 +184,8 @@ def verdict_size_growth(df: pd.DataFrame, time: str = "pull_wait_s", *, claimed_
                 f"[{l_low:.1f}, {l_high:.1f}], n={n_largest}; Spearman rho={rho:.2f} over {len(df)} pulls")
     verdict, why = rules.decide_trend(s_low, s_high, sub_claims={
         f"the largest image's median is consistent with 'about {claimed_s:.0f} s' ({lo:.0f}-{hi:.0f} s)": figure_ok})
-    return Verdict("size-growth", verdict, f"{why}; {measured}", measured=measured, value=largest, ci_low=l_low,
+    scope = f"cluster-level 95% CIs, {k} cluster{'s' if k != 1 else ''}" + ("" if k > 1 else ", within-cluster only")
+    return Verdict("size-growth", verdict, f"{why} ({scope})", measured=measured, value=largest, ci_low=l_low,
                    ci_high=l_high, unit="s", n=n_largest, clusters=str(k))
 
 
@@ -216,7 +217,8 @@ def verdict_layers_no_effect(diff: pd.DataFrame, *, bound_s: float = 10.0) -> Ve
                 f"{worst['size_bytes'] / GB:.2f} GB; on the smaller half of the images {many} layers take "
                 f"{small['ratio'].median():.1f}x the time of {few}")
     verdict, why = rules.decide_bound(effect, bound_s)
-    return Verdict("layers-no-effect", verdict, f"{why}; {measured}", measured=measured, value=effect.estimate,
+    why += f" (median over {len(diff)} sizes" + (f", cluster-level 95% CI, {k} clusters)" if k else ")")
+    return Verdict("layers-no-effect", verdict, why, measured=measured, value=effect.estimate,
                    ci_low=effect.ci_low, ci_high=effect.ci_high, unit="s (median difference over sizes)",
                    n=int(diff["n_few"].sum() + diff["n_many"].sum()), clusters=str(k) if k else "")
 
