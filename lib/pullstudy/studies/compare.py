@@ -168,14 +168,21 @@ def _verdict(claim_id: str, c: Comparison, verdict: str, why: str, measured: str
 def _across_rounds(claim_id: str, c: Comparison, decide) -> Verdict:
     """Apply ``decide(comparison) -> (verdict, why)`` to the comparison and each replication; combine."""
     verdict, why = decide(c)
-    why = f"{why}; {c.effect().text()}"
-    if c.replications:
-        rounds = [(f"{c.treatment} vs {c.baseline}", verdict, why)]
+    if c.replications:  # each round with its intervals; the floors once, at the end
+        rounds = [(f"{c.treatment} vs {c.baseline}", verdict, f"{why}; {c.effect().text(with_floor=False)}")]
+        floors = set()
         for r in c.replications:
             v, w = decide(r)
-            rounds.append((f"{r.treatment} vs {r.baseline}", v, f"{w}; {r.effect().text()}"))
+            rounds.append((f"{r.treatment} vs {r.baseline}", v, f"{w}; {r.effect().text(with_floor=False)}"))
         verdict, why = rules.combine_rounds(rounds)
-    elif c.replications_missing:
+        for comp in (c, *c.replications):
+            e = comp.effect()
+            floors.add(e.floor.text() if e.floor else f"{comp.treatment} vs {comp.baseline}: "
+                       f"{e.floor_note or 'no re-run of these conditions is archived'}, so its noise floor is unknown")
+        why += "; " + "; ".join(sorted(floors))
+        return _verdict(claim_id, c, verdict, why, overall_text(c))
+    why = f"{why}; {c.effect().text()}"
+    if c.replications_missing:
         why += ("; the same change in another round could not be compared here, so this rests on one round: "
                 + "; ".join(c.replications_missing))
     elif c.nulls is not None:

@@ -101,7 +101,9 @@ class Effect:
     floor: NoiseFloor | None = None
     floor_note: str = ""  # why there is no floor, when there is none
 
-    def text(self, unit: str = "x") -> str:
+    def text(self, unit: str = "x", *, with_floor: bool = True) -> str:
+        """The estimate, both intervals and the clusters; with ``with_floor`` also the noise floor (said once
+        where several rounds are listed)."""
         s = f"{self.estimate:.3g}{unit} [{self.ci_low:.3g}, {self.ci_high:.3g}]"
         if self.clusters is not None:
             k = self.clusters
@@ -111,6 +113,8 @@ class Effect:
             s += ")"
             if math.isfinite(self.within_low):
                 s += f"; within-run CI [{self.within_low:.3g}, {self.within_high:.3g}]"
+        if not with_floor:
+            return s
         if self.floor is not None:
             s += f"; {self.floor.text()}"
         elif self.clusters is not None:
