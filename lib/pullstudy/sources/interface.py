@@ -49,3 +49,18 @@ class RecordSource(Protocol):
     def label(self) -> str: ...
 
     def load(self, cluster_nodes=None) -> SourceResult: ...
+
+
+class NamedByRunId:
+    """For a source that is one recorded run: its id and its label are the run id (``pulling/run1``,
+    ``kube/<name>``). Mixed into the frozen dataclasses that declare a ``run_id`` field."""
+
+    run_id: str
+
+    @property
+    def id(self) -> str:
+        return self.run_id
+
+    @property
+    def label(self) -> str:
+        return self.run_id

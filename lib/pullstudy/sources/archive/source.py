@@ -17,27 +17,19 @@ import pandas as pd
 from pullstudy.data import catalog
 from . import runs as archive
 from pullstudy.records import analysable_pulls, ref_key
-from pullstudy.sources.interface import SourceResult
+from pullstudy.sources.interface import NamedByRunId, SourceResult
 from typing import Iterable
 from pullstudy.paths import raw_dir
 from pullstudy.parsers.app_logs import _frame, parse_app_logs
 
 
 @dataclass(frozen=True)
-class ArchiveSource:
+class ArchiveSource(NamedByRunId):
     """A catalog run (``pulling/run1``) as a record source."""
 
     run_id: str
     runs: list[catalog.Run] | None = field(default=None, compare=False, hash=False, repr=False)  # None: data/catalog.json
     kind = "archive"
-
-    @property
-    def id(self) -> str:
-        return self.run_id
-
-    @property
-    def label(self) -> str:
-        return self.run_id
 
     def run(self) -> catalog.Run:
         return catalog.get(self.run_id, self.runs)

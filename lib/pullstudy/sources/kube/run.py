@@ -53,7 +53,7 @@ from pullstudy.data import catalog
 from pullstudy.sources.archive import runs as archive
 from pullstudy.parsers.kubelet_events import parse_events, parse_time
 from pullstudy.records import analysable_pulls
-from pullstudy.sources.interface import SourceResult
+from pullstudy.sources.interface import NamedByRunId, SourceResult
 from .manifests import (RUN_LABEL, KubeParamError, KubeParams, all_manifests, cold_cache_manifest,
                         job_manifest, job_name, parse_params, plan, plan_text, study_images)
 
@@ -556,19 +556,11 @@ def catalog_entry(folder: str | Path) -> catalog.Run:
 
 
 @dataclass(frozen=True)
-class KubeSource:
+class KubeSource(NamedByRunId):
     """A recorded kube run (``kube/<name>``) as a record source: its events read by the archive's own reader."""
 
     run_id: str
     kind = "kube"
-
-    @property
-    def id(self) -> str:
-        return self.run_id
-
-    @property
-    def label(self) -> str:
-        return self.run_id
 
     def folder(self) -> Path:
         name = self.run_id.split("/", 1)[-1]
