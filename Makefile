@@ -132,10 +132,14 @@ archive: $(STAMP)
 	$(PY) -m pullstudy.data.bundle $(if $(strip $(RUNS)),--runs $(RUNS))
 
 # cffconvert validates CITATION.cff in the tests; it needs jsonschema<4, so it lives in its own venv,
-# pinned in pyproject.toml [tool.pullstudy.isolated-tools].
+# pinned in pyproject.toml [tool.pullstudy.isolated-tools]. The RO-Crate 1.1 context lets roc-validator check the
+# Workflow Run Crate offline (tools/ro_crate_context.py, pinned by SHA-256 in [tool.pullstudy.ro-crate-context]).
 .PHONY: cite-tools
 CFFCONVERT := $(VENV)/tools/cffconvert/bin/cffconvert
-cite-tools: $(CFFCONVERT)
+RO_CRATE_CONTEXT := $(VENV)/tools/ro-crate-1.1-context.jsonld
+cite-tools: $(CFFCONVERT) $(RO_CRATE_CONTEXT)
+$(RO_CRATE_CONTEXT): pyproject.toml tools/ro_crate_context.py $(STAMP)
+	$(PY) tools/ro_crate_context.py $@
 $(CFFCONVERT): pyproject.toml $(STAMP)
 	rm -rf $(VENV)/tools/cffconvert
 	$(PYTHON) -m venv $(VENV)/tools/cffconvert

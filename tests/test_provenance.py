@@ -1,9 +1,11 @@
 """results/ro-crate-metadata.json (pullstudy.report.provenance): validated by roc-validator, and the run structure
 (one action per notebook, its parameters, inputs with checksums and DOI, outputs and verdicts) checked.
 
-roc-validator resolves the crate's JSON-LD context over HTTP through its own cache; there is no network here
-or in CI, so its cache is seeded with the RO-Crate 1.3 context that the ``rocrate`` package ships (the
-document w3id.org serves for that URL) and the validator runs with ``--offline``.
+The crate is validated with roc-validator's Workflow Run Crate 0.5 profile (which includes Process Run Crate 0.5,
+Workflow RO-Crate 1.0 and RO-Crate 1.1). The validator resolves the crate's JSON-LD context over HTTP through its
+own cache; there is no network here or in CI, so its cache is seeded with the RO-Crate 1.1 context that
+``make cite-tools`` takes from the rocrate 0.12.0 wheel (tools/ro_crate_context.py, pinned by SHA-256), and the
+validator runs with ``--offline``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -21,7 +24,6 @@ import urllib3
 from nbformat.v4 import new_code_cell, new_notebook
 from requests_cache import CachedSession
 
-import rocrate
 from pullstudy.report import provenance
 from pullstudy.data.fetch import FETCH_REPORT
 from pullstudy.paths import PROJECT_ROOT
@@ -29,11 +31,18 @@ from pullstudy.report.runner import main
 
 pytestmark = pytest.mark.notebooks
 VALIDATOR = PROJECT_ROOT / ".venv" / "bin" / "rocrate-validator"
-CONTEXT = "https://w3id.org/ro/crate/1.3/context"
+CONTEXT = "https://w3id.org/ro/crate/1.1/context"
+CONTEXT_FILE = PROJECT_ROOT / ".venv" / "tools" / "ro-crate-1.1-context.jsonld"
+PROFILE = "workflow-run-crate-0.5"
 
 
 def _seed_cache(path: Path) -> Path:
-    body = (Path(rocrate.__file__).parent / "data" / "ro-crate.jsonld").read_bytes()
+    if not CONTEXT_FILE.is_file():
+        why = f"needs the RO-Crate 1.1 context ({CONTEXT_FILE}): run `make cite-tools`"
+        if os.environ.get("PULLSTUDY_REQUIRE_SYSTEM") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    body = CONTEXT_FILE.read_bytes()
     assert json.loads(body)["@id"] == CONTEXT
     session = CachedSession(cache_name=str(path), backend="sqlite", allowable_methods=("GET",))
     r = requests.Response()
@@ -49,7 +58,7 @@ def _seed_cache(path: Path) -> Path:
 def validate(crate_dir: Path, cache: Path) -> dict:
     report = crate_dir.parent / "validation.json"
     subprocess.run([str(VALIDATOR), "-y", "--disable-color", "validate", "--offline", "--cache-path", str(cache),
-                    "-p", "ro-crate-1.3", "-f", "json", "-o", str(report), str(crate_dir)],
+                    "-p", PROFILE, "-f", "json", "-o", str(report), str(crate_dir)],
                    capture_output=True, text=True, timeout=300)
     return json.loads(report.read_text())
 
@@ -114,14 +123,48 @@ def test_each_notebook_run_links_its_parameters_inputs_outputs_and_verdicts(run)
     params = {g[i]["name"]: g[i]["value"] for i in _ids(action["object"]) if g[i]["@type"] == "PropertyValue"}
     assert params["threshold"] == "2.5" and params["output_dir"].endswith("01-ok") and params["pullstudy version"]
     data = g["#input-data"]
-    assert "#input-data" in _ids(action["object"]) and "#input-data" in _ids(g["./"]["hasPart"])
-    for part in _ids(data.get("hasPart", []))[:20]:
+    assert "#input-data" in _ids(action["object"])
+    parts = _ids(data.get("hasPart", []))
+    assert parts and set(parts) <= set(_ids(g["./"]["hasPart"]))  # RO-Crate 1.1: data entities reached from the root
+    for part in parts[:20]:
         assert part.startswith("https://raw.githubusercontent.com/") and g[part]["identifier"].startswith("git-blob:")
     results_ids = _ids(action["result"])
     assert "01-ok/metrics.json" in results_ids and "01-ok/speedup-per-image.csv" in results_ids
     verdicts = {g[i]["name"]: g[i]["value"] for i in results_ids if g[i]["@type"] == "PropertyValue"}
     assert verdicts == {"ssd-speedup": "partly supported"}
     assert set(_ids(g["./"]["conformsTo"])) == set(provenance.PROFILES)
+
+
+def test_the_workflow_is_the_runner_that_ran_with_its_overrides_inputs_and_outputs(run):
+    results, _ = run
+    g = _graph(results)
+    assert g["ro-crate-metadata.json"]["conformsTo"]["@id"] == "https://w3id.org/ro/crate/1.1"
+    workflow = g[g["./"]["mainEntity"]["@id"]]
+    assert workflow["@id"] == provenance.WORKFLOW_FILE and "ComputationalWorkflow" in workflow["@type"]
+    assert (results / provenance.WORKFLOW_FILE).read_bytes() == (
+        PROJECT_ROOT / "lib" / "pullstudy" / "report" / "runner.py").read_bytes()
+    run_action = g["#run-reproduce"]
+    assert run_action["instrument"]["@id"] == provenance.WORKFLOW_FILE
+    objects = _ids(run_action["object"])
+    assert "#input-data" in objects and {g[i]["name"]: g[i]["value"] for i in objects
+                                         if g[i]["@type"] == "PropertyValue"} == {"threshold": "2.5"}
+    produced = _ids(run_action["result"])
+    assert {"claims.csv", "index.html", "paper/numbers.tex", "paper/references.bib"} <= set(produced)
+    assert set(_ids(g["./"]["mentions"])) == {"#run-reproduce", "#run-01-ok"}
+
+
+def test_a_crate_without_its_workflow_fails_the_workflow_run_profile(run, tmp_path):
+    """The Workflow Run Crate profile is what is checked, not only RO-Crate: no mainEntity, no pass."""
+    results, cache = run
+    broken = tmp_path / "results"
+    subprocess.run(["cp", "-r", str(results), str(broken)], check=True)
+    crate = json.loads((broken / provenance.CRATE_FILE).read_text())
+    root = next(e for e in crate["@graph"] if e["@id"] == "./")
+    del root["mainEntity"]
+    (broken / provenance.CRATE_FILE).write_text(json.dumps(crate))
+    report = validate(broken, cache)
+    assert report["passed"] is False
+    assert any("mainEntity" in i["message"] for i in report["issues"])
 
 
 def test_the_data_doi_and_bundle_checksum_when_fetched_by_doi(run, tmp_path):

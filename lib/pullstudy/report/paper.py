@@ -32,6 +32,7 @@ from pullstudy.data.fetch import FETCH_REPORT
 from .output import load_metrics
 
 PREFIX = "ps"
+PAPER_DIR = "paper"  # under results/
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
@@ -195,7 +196,7 @@ def figures(results_root: Path, out: Path) -> list[Path]:
 def build(results_root: str | Path | None = None, *, raw: Path | None = None, citation: Path | None = None) -> Path:
     """Write results/paper/ (see the module docstring); return the folder."""
     results_root = Path(results_root) if results_root else paths.results_dir()
-    out = results_root / "paper"
+    out = results_root / PAPER_DIR
     out.mkdir(parents=True, exist_ok=True)
     macros, skipped = collect_numbers(results_root)
     data = data_identity(raw, citation)

@@ -493,7 +493,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
         from . import paper, provenance
         paper.build(results_root)
         index = write_index(results_root)
-        provenance.build(results_root)
+        provenance.build(results_root, parameters=parameters)
         table = collect_verdict_table(results_root)
     except ValueError as exc:
         print(f"error: cannot build the results page: {exc}", file=sys.stderr)
