@@ -15,6 +15,9 @@ start; when the backend creates a Job for an image, the archived pods that pulle
 * the second event watch answers ``410 Gone`` (an ERROR event), so the backend must list again;
 * every watch sends a BOOKMARK; every 7th event is sent twice;
 * one pod's ``Started`` event is held back until its Job is deleted (an event of a deleted pod).
+
+For a grid pullstudy crafted and pushed itself, :meth:`FakeKube.stand_in` lets an archived image's pods
+answer for a new reference: their events then name the new image, as a real kubelet's would.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class FakeKube:
         self.jobs: dict[str, dict] = {}
         self.held: dict[str, dict] = {}  # job -> held-back event
         self.requests: list[str] = []
+        self.stand_ins: dict[str, str] = {}  # new image -> archived image whose pods answer for it
         by_pod: dict[str, list[dict]] = {}
         for ev in events:
             by_pod.setdefault((ev["involvedObject"] or {}).get("uid", ""), []).append(ev)
@@ -108,11 +112,18 @@ class FakeKube:
             state[obj["metadata"]["uid"]] = None if typ == "DELETED" else obj
         return [o for o in state.values() if o is not None]
 
+    def stand_in(self, image: str, archived: str) -> None:
+        """Let the pods that pulled ``archived`` answer a Job for ``image`` (their events renamed)."""
+        self.stand_ins[image] = archived
+        for uid in self.study_pods.get(archived, []):
+            for ev in self.pod_events[uid]:
+                ev["message"] = ev.get("message", "").replace(f'"{archived}"', f'"{image}"')
+
     # ---- what a Job does: the archived pods that pulled its image appear, with their events
     def create_job(self, body: dict) -> dict:
         name = body["metadata"]["name"]
         image = body["spec"]["template"]["spec"]["containers"][0]["image"]
-        uids = self.study_pods.pop(image, [])
+        uids = self.study_pods.pop(self.stand_ins.get(image, image), [])
         self.jobs[name] = {"body": body, "pods": []}
         labels = dict(body["spec"]["template"]["metadata"]["labels"], **{"job-name": name})
         for k, uid in enumerate(uids):

@@ -103,11 +103,77 @@ def test_dry_run_prints_plan_and_manifests_the_client_models_accept():
     assert "token" not in shown and "secret" not in shown
 
 
+GRID = {"sizes_bytes": [1_000_000, 2_000_000], "layers": [1, 2], "contents": ["zeros"]}
+
+
+def test_dry_run_of_a_crafted_grid_names_the_refs_in_the_users_registry_and_pushes_nothing():
+    """push_to: the plan says what will be crafted and pushed; the Jobs pull exactly those references.
+    The registry named is unreachable (port 9 on 127.0.0.1): a dry run never contacts it."""
+    out = subprocess.run([sys.executable, "-m", "pullstudy.report.kube_cli", "--study", "01-pull-size-layers",
+                          "-p", "dry_run=true", "-p", "nodes=2", "-p", "push_to=127.0.0.1:9/lab/pullstudy",
+                          "-p", f"grid={json.dumps(GRID)}"], capture_output=True, text=True, cwd=PROJECT_ROOT,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    plan, _, rest = out.stdout.partition("\n---\n")
+    assert "4 images x 2 nodes x 1 repetitions" in plan
+    assert "first crafted and pushed to 127.0.0.1:9/lab/pullstudy: 4 images, 6 MB before compression" in plan
+    pulled = sorted(d["spec"]["template"]["spec"]["containers"][0]["image"] for d in yaml.safe_load_all(rest))
+    assert pulled == sorted(f"127.0.0.1:9/lab/pullstudy:{layers}-layers-size-{size}-bytes"
+                            for layers in (1, 2) for size in (1_000_000, 2_000_000))
+
+
+@pytest.mark.registry
+def test_a_crafted_grid_is_pushed_to_the_named_registry_then_pulled_and_recorded(runs, fake, tmp_path, monkeypatch):
+    """The real crafter pushes the grid to a real registry (docker-registry on 127.0.0.1); the replay
+    server's archived pods stand in for the cluster's kubelets pulling those references. The records carry
+    the crafted images' sizes and layers, pushed.json their digests as the registry serves them, and the
+    registry password given in the environment appears in no file."""
+    import requests
+    from pullstudy.records import decode_tag
+    from pullstudy.sources.local.registry_process import Registry
+
+    password = "REGISTRY-PASSWORD-5e1d-do-not-leak"
+    monkeypatch.setenv(run.REGISTRY_USER_ENV, "researcher")
+    monkeypatch.setenv(run.REGISTRY_PASSWORD_ENV, password)
+    with Registry() as reg:
+        p = _params(kubeconfig(tmp_path / "kubeconfig", fake.url, TOKEN), study="01-pull-size-layers",
+                    study_run=None, push_to=f"{reg.host}/lab/grid", grid=GRID, insecure_registry=True)
+        refs = study_images(p)
+        for new, archived in zip(refs, sorted(fake.study_pods)):
+            fake.stand_in(new, archived)
+        folder = run.run(p, progress=False)
+        pushed = json.loads((folder / run.PUSHED_FILE).read_text())
+        assert [d["reference"] for d in pushed] == refs
+        for d in pushed:
+            tag = d["reference"].rsplit(":", 1)[1]
+            got = requests.head(f"http://{reg.host}/v2/lab/grid/manifests/{tag}", timeout=10, headers={
+                "Accept": "application/vnd.oci.image.manifest.v1+json"})
+            assert got.status_code == 200 and got.headers["Docker-Content-Digest"] == d["digest"]
+    doc = json.loads((folder / "run.json").read_text())
+    assert doc["status"] == "complete" and doc["environment"]["pushed_images"] == 4
+    rec = run.KubeSource(doc["id"]).load([4], progress=False).records
+    assert sorted(rec["image"].unique()) == refs and len(rec) == 4 * 4
+    for ref, g in rec.groupby("image"):
+        layers, size = decode_tag(ref.rsplit(":", 1)[1])
+        assert set(g["size_bytes"]) == {size} and set(g["layers"]) == {layers}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            assert password not in path.read_text(errors="replace") and TOKEN not in path.read_text(errors="replace")
+
+
 def test_bad_parameters_are_one_line_errors():
     for given, says in [({"nodes": 0}, "nodes=0 must be a whole number >= 1"),
                         ({"colour": 1}, "unknown parameter 'colour'"),
                         ({"study_run": "pulling/nope"}, "study_run='pulling/nope' is no catalog run"),
-                        ({"namespace": "Bad_NS"}, "namespace='Bad_NS' is not a Kubernetes namespace name")]:
+                        ({"namespace": "Bad_NS"}, "namespace='Bad_NS' is not a Kubernetes namespace name"),
+                        ({"push_to": "registry.example.org"}, "push_to='registry.example.org' must be host"),
+                        ({"push_to": "r.example.org/a:tag"}, "must be host\\[:port\\]/repository \\(no tag\\)"),
+                        ({"push_to": "r.example.org/Lab"}, "is not a valid registry/repository"),
+                        ({"grid": {"layers": [1]}}, "grid is the grid to craft and push: give push_to"),
+                        ({"push_to": "r.example.org/lab", "grid": {"sizes": [1]}}, "keys among sizes_bytes"),
+                        ({"push_to": "r.example.org/lab", "grid": {"contents": ["zeros", "random"]}},
+                         "put \\{content\\} in it"),
+                        ({"push_to": "r.example.org/lab", "images": ["a/b:c"]}, "without images= and study_run=")]:
         with pytest.raises(KubeParamError, match=says):
             study_images(parse_params(given))
 
@@ -211,5 +277,50 @@ def test_an_unreadable_run_json_does_not_hide_the_kube_runs(runs, fake, tmp_path
     (runs / "broken" / "run.json").write_text("{not json")
     assert [r.id for r in run.kube_runs()] == [f"kube/{folder.name}"]
     assert parameters.check("03-local-ssd", "treatment_run", f"kube/{folder.name}") == f"kube/{folder.name}"
-    with pytest.raises(parameters.ParameterError, match="backend='kube' is not allowed"):
-        parameters.check("01-pull-size-layers", "backend", "kube")  # notebook 01 has no kube mode (yet)
+
+
+def test_a_recorded_run_needs_backend_kube_in_every_pull_time_notebook(runs, fake, tmp_path):
+    """With the archive's backend a recorded run is refused in one line, so it is never mixed in unawares."""
+    from pullstudy.report import parameters
+
+    cfg = kubeconfig(tmp_path / "kubeconfig", fake.url, TOKEN)
+    rid = f"kube/{run.run(_params(cfg), progress=False).name}"
+    given = {"01-pull-size-layers": {"size_run": rid}, "03-local-ssd": {"treatment_run": rid},
+             "04-image-streaming": {"treatment_run": rid}, "07-cluster-scale": {"runs": ["pulling/run1", rid]}}
+    for stem, overrides in given.items():
+        defaults = parameters.notebook_parameters(PROJECT_ROOT / "notebooks" / f"{stem}.ipynb")
+        with pytest.raises(parameters.ParameterError, match='names a run recorded on a live cluster: set backend="kube"'):
+            parameters.validate(stem, {**defaults, **overrides}, base=PROJECT_ROOT / "notebooks")
+        assert parameters.validate(stem, {**defaults, **overrides, "backend": "kube"},
+                                   base=PROJECT_ROOT / "notebooks")["backend"] == "kube"
+
+
+def test_a_recorded_run_through_notebooks_01_04_07_is_reported_not_judged(runs, fake, tmp_path, capfd):
+    """backend="kube" in studies 01, 04 and 07: the recorded run analysed like an archived one, beside one."""
+    import pandas as pd
+    from pullstudy.report import runner
+
+    cfg = kubeconfig(tmp_path / "kubeconfig", fake.url, TOKEN)
+    rid = f"kube/{run.run(_params(cfg), progress=False).name}"
+    results = tmp_path / "results"
+    rc = runner.main(["--only", "01-pull-size-layers", "--only", "04-image-streaming", "--only", "07-cluster-scale",
+                      "--results", str(results), "--no-progress", "-p", "backend=kube", "-p", "n_boot=200",
+                      "-p", f"size_run={rid}", "-p", f"layers_run={rid}", "-p", "baseline_run=pulling/run1",
+                      "-p", f"treatment_run={rid}", "-p", f"runs=[\"pulling/run1\", \"{rid}\"]",
+                      "-p", "cluster_nodes=[4]"])
+    captured = capfd.readouterr()
+    assert rc == 0, captured.out[-3000:] + captured.err[-3000:]
+    claims = pd.read_csv(results / "claims.csv")
+    for stem, claim in (("01-pull-size-layers", "size-growth"), ("04-image-streaming", "streaming-synthetic"),
+                        ("07-cluster-scale", "scale-variation")):
+        metrics = json.loads((results / stem / "metrics.json").read_text())
+        assert metrics["metrics"]["recorded_run"] == rid, stem
+        row = claims[claims["claim_id"] == claim].iloc[0]
+        assert row["verdict"] == "not testable here" and "recorded on a live cluster" in row["reason"], (stem, row)
+        assert rid in (results / stem / f"{stem}.ipynb").read_text()
+    pulls = pd.read_csv(results / "01-pull-size-layers" / "size-medians.csv")
+    assert len(pulls) and pulls["n"].sum() > 0  # the recorded pulls were analysed, not only named
+    for path in [*runs.rglob("*"), *results.rglob("*")]:
+        if path.is_file():
+            assert TOKEN not in path.read_text(errors="replace"), path
+    assert TOKEN not in captured.out + captured.err

@@ -493,10 +493,11 @@ def craft(registry: str, repository: str, *, layers: int, size_bytes: int, conte
           mixed_ratio: float = 0.5, shared_layers: int = 0, insecure: bool = True,
           chunk_bytes: int = DEFAULT_CHUNK_BYTES, progress: bool | tqdm = False, compresslevel: int | None = None,
           platform: str | None = None, retry: RetryPolicy = RetryPolicy(),
-          sleep: Callable[[float], None] = time.sleep) -> CraftedImage:
+          sleep: Callable[[float], None] = time.sleep, credentials: tuple[str, str] | None = None) -> CraftedImage:
     """Build ``registry/repository:<layers>-layers-size-<size_bytes>-bytes`` and push it, streamed.
 
     ``progress`` is True for a bar of this image, or a tqdm bar to advance (``craft_grid``'s).
+    ``credentials``: (username, password) for a registry that asks for them; never logged.
     """
     _check_arguments(layers, size_bytes, content, seed, mixed_ratio, shared_layers, chunk_bytes)
     start = time.monotonic()
@@ -507,7 +508,7 @@ def craft(registry: str, repository: str, *, layers: int, size_bytes: int, conte
     own_bar = progress is True
     bar = tqdm(total=sum(s.tar_bytes for s in specs), desc=tag, unit="B", unit_scale=True, unit_divisor=1024,
                leave=False) if own_bar else (None if isinstance(progress, bool) else progress)
-    client = Client(registry, insecure=insecure, retry=retry, sleep=sleep)
+    client = Client(registry, insecure=insecure, retry=retry, sleep=sleep, credentials=credentials)
     try:
         pushed = [_push_layer(client, repository, s, level, chunk_bytes,
                               f"pushing layer {s.index + 1} of {layers} ({s.name}) of {reference}", retry, sleep,

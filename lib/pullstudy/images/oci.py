@@ -6,8 +6,9 @@ study needs on top: picking one platform out of an image index, bounded retries,
 a clear reason for every image that fails while the others complete, and storage in the layout of
 :mod:`pullstudy.images.oci_manifests`, so fresh and archived container sets are read alike.
 
-Only anonymous access is used: no credentials are read, and tokens live in memory only, never in a
-result, a message or a file.
+Fetching uses anonymous access only. A push (the crafter's, for the kube backend's grid) may be given
+credentials by its caller, who takes them from the environment; credentials and tokens live in memory
+only, never in a result, a message or a file.
 
     python -m pullstudy.images.oci fetch --out DIR [--platform linux/amd64] [--insecure] IMAGE...
 """
@@ -178,8 +179,10 @@ class Client(oras.provider.Registry):
     """
 
     def __init__(self, hostname: str, insecure: bool = False, retry: RetryPolicy = RetryPolicy(),
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, credentials: tuple[str, str] | None = None):
         super().__init__(hostname=hostname, insecure=insecure, auth_backend="token")
+        if credentials:  # (username, password): oras trades them for the registry's bearer token
+            self.auth.set_basic_auth(*credentials)
         self.retry, self._sleep = retry, sleep
         adapter = _TimeoutAdapter(retry.timeout_s)
         self.session.mount("http://", adapter)

@@ -13,6 +13,15 @@ from pullstudy.sources.kube.source import KubeParamError, KubeRunError, dry_run,
 
 
 
+def _names_recorded_run(given: dict) -> bool:
+    """Whether the parameters name a recorded run (``size_run``, ``treatment_run``, ``runs``, ... = kube/<name>)."""
+    from pullstudy.report.parameters import RUN_PARAMS
+    from pullstudy.sources import is_recorded
+
+    values = [given[k] for k in RUN_PARAMS if k in given]
+    return any(is_recorded(v) for value in values for v in ([value] if isinstance(value, str) else value or []))
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pullstudy.report.kube_cli --study 01-pull-size-layers -p dry_run=true [-p key=value ...]``"""
     import argparse
@@ -29,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"kube backend: {exc}", file=sys.stderr)
         return 2
-    if "treatment_run" in given:  # analyse a recorded run: the notebook, with backend="kube"
+    if _names_recorded_run(given):  # analyse a recorded run (kube/<name>): the notebook, with backend="kube"
         from pullstudy.report import runner
 
         return runner.main(["--only", args.study, "--results", args.results, "-p", "backend=kube",

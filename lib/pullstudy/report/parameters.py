@@ -93,8 +93,7 @@ SIZES = Param(int, many=True, none=True, minimum=1)
 TIME = Param(str, choices=("pull_wait_s", "pull_s"))
 N_BOOT = Param(int, minimum=MIN_BOOT, why=f"fewer than {MIN_BOOT} resamples make a 95% CI meaningless")
 SEED = Param(int, minimum=0)
-BACKEND = Param(str, choices=("archive", "local"))
-# The comparison notebooks also compare a run recorded by the kube backend (treatment_run="kube/<name>").
+# The pull-time notebooks also read runs recorded by the kube backend (treatment_run="kube/<name>").
 BACKEND_KUBE = Param(str, choices=("archive", "local", "kube"))
 GRID = Param(dict, none=True)
 REPLICATES = Param(int, minimum=1)
@@ -106,7 +105,7 @@ SPECS: dict[str, dict[str, Param]] = {
     "01-pull-size-layers": {
         "size_run": RUN, "layers_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
         "layers_bound_s": Param(float, above=0), "model_split_bytes": Param(float, none=True, above=0),
-        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID,
+        "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND_KUBE, "local_grid": GRID,
     },
     "02-registry-proximity": {
         "baseline_run": RUN, "treatment_run": RUN, "cluster_nodes": SIZES, "time_column": TIME,
@@ -123,7 +122,8 @@ SPECS: dict[str, dict[str, Param]] = {
         "claimed_speedup_range": Param(float, many=True, length=2, above=0),
         "apps_baseline_run": RUN, "apps_treatment_run": RUN, "apps_cluster_nodes": SIZES,
         "apps_claimed_speedup": SPEEDUP, "wall_time": Param(str, choices=("fluxstart_s", "fluxsubmit_s")),
-        "equivalence_margin": MARGIN, "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND, "local_grid": GRID, "local_replicates": REPLICATES,
+        "equivalence_margin": MARGIN, "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND_KUBE, "local_grid": GRID,
+        "local_replicates": REPLICATES,
     },
     "05-layer-similarity": {
         "sets": Param(str, many=True, lookup="set"),
@@ -137,7 +137,7 @@ SPECS: dict[str, dict[str, Param]] = {
     },
     "07-cluster-scale": {
         "runs": Param(str, many=True, lookup="run"), "cluster_nodes": SIZES, "time_column": TIME,
-        "n_boot": N_BOOT, "seed": SEED,
+        "n_boot": N_BOOT, "seed": SEED, "backend": Param(str, choices=("archive", "kube")),
     },
 }
 
@@ -149,6 +149,23 @@ def _distinct(a: str, b: str) -> Callable[[dict], str | None]:
                     f"choose two different runs")
         return None
     return check
+
+
+RUN_PARAMS = ("size_run", "layers_run", "baseline_run", "treatment_run", "runs")
+
+
+def _recorded_needs_kube(values: dict) -> str | None:
+    """A run recorded by the kube backend (kube/<name>) is read only with backend="kube", so that a notebook
+    run with the archive's defaults never mixes in a recorded run unawares (and the verdicts say why)."""
+    if values.get("backend") == "kube":
+        return None
+    for name in RUN_PARAMS:
+        given = values.get(name)
+        for run in ([given] if isinstance(given, str) else given or []):
+            if str(run).startswith("kube/"):
+                return (f"{name}={given!r} names a run recorded on a live cluster: set backend=\"kube\" to read it "
+                        f"(its verdicts are reported, not judged)")
+    return None
 
 
 def _range_ordered(values: dict) -> str | None:
@@ -174,11 +191,13 @@ for _stem, _spec in SPECS.items():
     _spec["notebook"] = Param(str, choices=(_stem,), why="the notebook's own name, fixed")
 
 CROSS: dict[str, list[Callable[[dict], str | None]]] = {
-    "02-registry-proximity": [_distinct("baseline_run", "treatment_run")],
-    "03-local-ssd": [_distinct("baseline_run", "treatment_run")],
+    "01-pull-size-layers": [_recorded_needs_kube],
+    "02-registry-proximity": [_distinct("baseline_run", "treatment_run"), _recorded_needs_kube],
+    "03-local-ssd": [_distinct("baseline_run", "treatment_run"), _recorded_needs_kube],
     "04-image-streaming": [_distinct("baseline_run", "treatment_run"),
-                           _distinct("apps_baseline_run", "apps_treatment_run"), _range_ordered],
+                           _distinct("apps_baseline_run", "apps_treatment_run"), _range_ordered, _recorded_needs_kube],
     "05-layer-similarity": [_spack_among_sets],
+    "07-cluster-scale": [_recorded_needs_kube],
 }
 
 

@@ -46,13 +46,53 @@ def arms(backend: str, notebook: str, params: Mapping[str, Any]) -> tuple[Record
         return (LocalSource(notebook, where={field_: base}, **opts),
                 LocalSource(notebook, where={field_: treat}, **opts))
     if backend == "kube":  # a run recorded on a live cluster (treatment_run="kube/<name>") against an archived one
+        return source_for(params["baseline_run"]), source_for(params["treatment_run"])
+    raise ValueError(f"backend={backend!r} is not a known source; choose one of {', '.join(BACKENDS)}")
+
+
+def is_recorded(run_id: str) -> bool:
+    """A run recorded by the kube backend (``kube/<name>``), as opposed to an archived catalog run."""
+    return str(run_id).startswith("kube/")
+
+
+def source_for(run_id: str) -> RecordSource:
+    """The record source of a run id: a recorded kube run (``kube/<name>``) or an archived catalog run."""
+    if is_recorded(run_id):
         from pullstudy.sources.kube.source import KubeSource
 
-        def one(run_id: str):
-            return KubeSource(run_id) if str(run_id).startswith("kube/") else ArchiveSource(run_id)
+        return KubeSource(run_id)
+    from pullstudy.sources.archive.source import ArchiveSource
 
-        return one(params["baseline_run"]), one(params["treatment_run"])
-    raise ValueError(f"backend={backend!r} is not a known source; choose one of {', '.join(BACKENDS)}")
+    return ArchiveSource(run_id)
+
+
+def run_entry(run_id: str):
+    """The catalog entry of a run id, archived or recorded (a recorded run's ``run.json`` is one)."""
+    from pullstudy.data import catalog
+
+    if is_recorded(run_id):
+        from pullstudy.sources.kube.source import KubeSource, catalog_entry
+
+        return catalog_entry(KubeSource(run_id).folder())
+    return catalog.get(run_id)
+
+
+def availability(run_ids: list[str]):
+    """Per run, cluster size and file kind: files listed and files here (``catalog.availability``'s table),
+    for archived runs and recorded ones alike (a recorded run's files are in its own folder)."""
+    import pandas as pd
+    from pullstudy.data import catalog
+
+    archived = [catalog.get(r) for r in dict.fromkeys(run_ids) if not is_recorded(r)]
+    parts = [catalog.availability(archived)] if archived else []
+    for r in dict.fromkeys(run_ids):
+        if is_recorded(r):
+            from pullstudy.sources.kube.source import KubeSource
+
+            folder, entry = KubeSource(r).folder(), run_entry(r)
+            parts.append(pd.DataFrame([{"run": r, "cluster_nodes": f.cluster_nodes, "kind": f.kind, "files": 1,
+                                        "available": int((folder / f.path).is_file())} for f in entry.files]))
+    return pd.concat(parts, ignore_index=True) if parts else catalog.availability([])
 
 
 def recorded_kube_runs() -> list:

@@ -155,6 +155,8 @@ UNTESTED_REASON = "no notebook has checked this claim yet (study {study}: its no
 # A study notebook run with backend="local" measures this machine, not the published setup.
 LOCAL_RUN_REASON = ("study {study} ran on the local backend (run {run}): local runs are reported, not judged "
                     "against the published claims; run it with backend=\"archive\" for a verdict")
+RECORDED_RUN_REASON = ("study {study} analysed a run recorded on a live cluster ({run}): recorded runs are reported, "
+                       "not judged against the published claims, which concern the upstream GKE runs")
 
 TABLE_COLUMNS = [
     "claim_id", "study", "claim", "figure", "verdict", "measured",
@@ -279,11 +281,14 @@ def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
 
 
 def reported_not_judged(notebook: str, metrics: dict) -> list[Verdict]:
-    """For a notebook that measured locally (its metrics name the ``local_run``): each claim of its study
-    as "not testable here", saying that local runs are reported, not judged. Else none."""
-    run = metrics.get("local_run")
+    """For a notebook that measured locally (its metrics name the ``local_run``) or analysed a run recorded
+    by the kube backend (``recorded_run``): each claim of its study as "not testable here", saying that
+    such runs are reported, not judged. Else none."""
+    run, template = metrics.get("local_run"), LOCAL_RUN_REASON
+    if not run and metrics.get("recorded_run"):
+        run, template = metrics["recorded_run"], RECORDED_RUN_REASON
     if not run:
         return []
     study = notebook.split("-", 1)[0]
-    reason = LOCAL_RUN_REASON.format(study=study, run=run)
+    reason = template.format(study=study, run=run)
     return [Verdict(c.id, "not testable here", reason, notebook=notebook) for c in CLAIMS.values() if c.study == study]

@@ -241,5 +241,8 @@ def study(arms, params, out) -> ComparisonStudy:
         local = [r for r in (baseline, treatment) if r.kind == "local"]
         if local:
             out.metric("local_run", local[0].run_name)
+        recorded = [r for r in (baseline, treatment) if r.kind == "kube"]
+        if recorded:
+            out.metric("recorded_run", recorded[0].id)
         record(s.comparison, out)
     return s

@@ -12,8 +12,8 @@ import pandas as pd
 
 from . import completeness
 from pullstudy import stats
+from pullstudy.sources import source_for
 from pullstudy.sources.interface import RecordSource
-from pullstudy.sources.archive.source import ArchiveSource
 
 TIME_LABELS = {
     "pull_wait_s": "pull time including waiting (s)",
@@ -61,8 +61,9 @@ def load_sources(sources: Iterable[RecordSource], cluster_nodes: Iterable[int] |
 
 def load_for_analysis(run_ids: Iterable[str], cluster_nodes: Iterable[int] | None, time: str, out=None, *,
                       require_size: bool = True, progress: bool = True) -> tuple[dict[str, pd.DataFrame], str]:
-    """:func:`load_sources` for catalog runs, by id: the pulls per run and the Markdown account."""
-    return load_sources([ArchiveSource(r) for r in run_ids], cluster_nodes, time, out, require_size=require_size,
+    """:func:`load_sources` for runs by id (archived, or recorded by the kube backend): the pulls per run and
+    the Markdown account."""
+    return load_sources([source_for(r) for r in run_ids], cluster_nodes, time, out, require_size=require_size,
                         progress=progress)
 
 

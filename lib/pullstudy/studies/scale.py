@@ -456,11 +456,17 @@ class ScaleInput:
     """
 
     def __init__(self, runs: list[str], cluster_nodes, time: str, out):
-        from pullstudy.data import catalog
+        from pullstudy import sources
         from .pulls import load_for_analysis
 
-        selected = [catalog.get(r) for r in runs]
-        availability = catalog.availability(selected).query("kind == 'events'")
+        selected = [sources.run_entry(r) for r in runs]
+        availability = sources.availability(list(runs)).query("kind == 'events'")
+        # Runs recorded on a live cluster (kube/<name>) are analysed beside the archive's, but the claim
+        # concerns the upstream GKE runs: with one among them the verdict is reported, not judged.
+        recorded = [r for r in runs if sources.is_recorded(r)]
+        self.judged = not recorded
+        if recorded:
+            out.metric("recorded_run", recorded[0])
         self.availability = availability.pivot_table(
             index="run", columns="cluster_nodes", values="available", aggfunc="sum", fill_value=0
         ).rename_axis(columns="event files here, by cluster size (nodes)")
@@ -493,10 +499,13 @@ def spread_summary(table: pd.DataFrame, time: str) -> pd.DataFrame:
 
 
 def judge(table: pd.DataFrame, pulls: pd.DataFrame, *, listed: list[int], time: str, n_boot: int, seed: int,
-          out) -> Verdict:
-    """Claim ``scale-variation`` recorded in ``out`` with its slope (``spread_slope``) and what was not testable."""
-    verdict = out.verdict(verdict_scale_variation(table, pulls, spread="pulled_range_s", time=time,
-                                                  listed_sizes=listed, n_boot=n_boot, seed=seed))
+          out, judged: bool = True) -> Verdict:
+    """Claim ``scale-variation`` with its slope (``spread_slope``) and what was not testable; recorded in
+    ``out`` as a verdict only when ``judged`` (no recorded run among the runs, :class:`ScaleInput`)."""
+    verdict = verdict_scale_variation(table, pulls, spread="pulled_range_s", time=time,
+                                      listed_sizes=listed, n_boot=n_boot, seed=seed)
+    if judged:
+        verdict = out.verdict(verdict)
     out.metric("not_testable", {verdict.claim_id: verdict.reason} if verdict.verdict == "not testable here" else {})
     out.metric("spread_slope", {"value": verdict.value, "ci_low": verdict.ci_low, "ci_high": verdict.ci_high,
                                 "n": verdict.n, "unit": verdict.unit})

@@ -268,9 +268,9 @@ def fit_models(df: pd.DataFrame, *, split_bytes: float | None = 1e9, time: str =
 class SizeLayersStudy:
     """Study 01 from its parameters: the size run and the layers run, from the archive or measured here.
 
-    Built by :func:`study`. The archive gives two catalog runs; the local source one grid measured on
-    this machine, which serves as both. Verdicts are recorded only for archived runs: a local run is
-    reported, not judged.
+    Built by :func:`study`. The archive gives two catalog runs (with ``backend="kube"`` either may be a run
+    recorded on a live cluster, ``kube/<name>``); the local source one grid measured on this machine, which
+    serves as both. Verdicts are recorded only for archived runs: a local or recorded run is reported, not judged.
     """
 
     def __init__(self, backend: str, params, out):
@@ -278,19 +278,21 @@ class SizeLayersStudy:
 
         self.params, self.out, self.backend = dict(params), out, backend
         time = self.params["time_column"]
-        self.availability = None
-        if backend == "archive":
-            from pullstudy.data import catalog
+        self.availability, recorded = None, []
+        if backend in ("archive", "kube"):  # kube: either run may be one recorded on a live cluster (kube/<name>)
+            from pullstudy import sources
             from .pulls import load_for_analysis
 
             self.size_run, self.layers_run = self.params["size_run"], self.params["layers_run"]
-            self.availability = catalog.availability([catalog.get(self.size_run),
-                                                      catalog.get(self.layers_run)]).query("kind == 'events'")
+            self.availability = sources.availability([self.size_run, self.layers_run]).query("kind == 'events'")
             self.pulls, self.report = load_for_analysis([self.size_run, self.layers_run],
                                                         self.params["cluster_nodes"], time, out, require_size=False)
             self.by_size = encoded_size_only(self.pulls[self.size_run], self.size_run, out)
             self.by_layers = encoded_size_only(self.pulls[self.layers_run], self.layers_run, out)
             self.all_layers_pulls = self.pulls[self.layers_run]
+            recorded = [r for r in (self.size_run, self.layers_run) if sources.is_recorded(r)]
+            if recorded:
+                out.metric("recorded_run", recorded[0])
         elif backend == "local":  # the same analysis of a grid measured on this machine (cold pulls)
             from pullstudy.sources.local.source import LocalSource
 
@@ -301,7 +303,9 @@ class SizeLayersStudy:
             self.size_run = self.layers_run = loaded.source
         else:
             raise ValueError(f"backend={backend!r} is not a known source; choose one of {', '.join(BACKENDS)}")
-        self.judged = backend == "archive"
+        # The claims concern the upstream GKE runs: a run measured here or recorded on another cluster is
+        # reported, not judged.
+        self.judged = backend != "local" and not recorded
         self.untestable = out.metric("not_testable", untestable_parts(self.by_size, self.by_layers, self.size_run,
                                                                       self.layers_run))
 
@@ -316,7 +320,7 @@ class SizeLayersStudy:
         return shown
 
     def _judge(self, v: Verdict, run: str) -> Verdict:
-        if self.judged:  # the claims concern the upstream GKE runs; local runs are reported, not judged
+        if self.judged:  # see __init__: only archived runs are judged
             self.out.verdict(v, runs=[run])
         return v
 

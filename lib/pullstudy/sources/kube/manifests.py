@@ -39,7 +39,11 @@ class KubeParams:
 
     ``kubeconfig`` and ``context`` are a path and a name: the file is read only by the official client
     when a run starts, and its content is never copied into a record, a log or an output.
-    ``images`` is a list of references, or None for the study file of ``study_run`` (a catalog run).
+    ``images`` is a list of references, or None for the study file of ``study_run`` (a catalog run), or,
+    with ``push_to`` (``host[:port]/repository``, a registry the user names), the synthetic grid ``grid``
+    (sizes_bytes x layers x contents; default: the study's local grid) that pullstudy crafts and pushes
+    there before the first Job (credentials, if the registry needs them, only from the environment:
+    ``PULLSTUDY_REGISTRY_USERNAME`` / ``PULLSTUDY_REGISTRY_PASSWORD``; ``insecure_registry`` for plain HTTP).
     ``nodes``: how many nodes to pull on (one pod per node per image); ``node_selector`` narrows them.
     """
 
@@ -58,6 +62,9 @@ class KubeParams:
     cold_cache: bool = False
     cold_cache_image: str = "registry.k8s.io/build-image/debian-base:bookworm-v1.0.4"
     run_name: str | None = None
+    push_to: str | None = None
+    grid: Mapping[str, Any] | None = None
+    insecure_registry: bool = False
 
     def digest(self, images: list[str]) -> str:
         """What makes two runs the same run (for resuming): images, nodes, selector, repetitions, cold cache."""
@@ -71,6 +78,7 @@ class KubeParams:
         d["kubeconfig"] = Path(self.kubeconfig).name if self.kubeconfig else None
         d["node_selector"] = dict(self.node_selector)
         d["images"] = list(self.images) if self.images else None
+        d["grid"] = dict(self.grid) if self.grid else None
         return d
 
 
@@ -90,7 +98,7 @@ def parse_params(values: Mapping[str, Any]) -> KubeParams:
         raise KubeParamError(f"kube backend: unknown parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
     out: dict[str, Any] = {}
     for name, value in values.items():
-        if name in ("dry_run", "cold_cache"):
+        if name in ("dry_run", "cold_cache", "insecure_registry"):
             if value not in _BOOL:
                 raise KubeParamError(f"kube backend: parameter {name}={value!r} must be true or false")
             value = _BOOL[value]
@@ -111,6 +119,10 @@ def parse_params(values: Mapping[str, Any]) -> KubeParams:
                 raise KubeParamError(f"kube backend: parameter node_selector={value!r} must be a mapping "
                                      "label -> value, e.g. '{\"pool\": \"bench\"}'")
             value = {str(k): str(v) for k, v in value.items()}
+        elif name == "push_to":
+            value = _check_push_to(value)
+        elif name == "grid":
+            value = _check_grid(value)
         elif name == "namespace":
             if not isinstance(value, str) or not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", value):
                 raise KubeParamError(f"kube backend: parameter namespace={value!r} is not a Kubernetes namespace name")
@@ -118,16 +130,76 @@ def parse_params(values: Mapping[str, Any]) -> KubeParams:
             raise KubeParamError(f"kube backend: parameter {name}={value!r} must be a string")
         out[name] = value
     p = KubeParams(**out)
+    if p.push_to and (p.images or p.study_run):
+        raise KubeParamError("kube backend: push_to crafts the grid and pulls it: give it without images= and study_run=")
+    if p.grid is not None and not p.push_to:
+        raise KubeParamError("kube backend: parameter grid is the grid to craft and push: give push_to=host:port/repository")
+    if p.push_to:
+        grid_items(p)  # a grid whose contents cannot share one repository is refused now, not after preflight
+        return p
     if p.study_run is None and p.images is None:
         p = KubeParams(**{**asdict(p), "study_run": _DEFAULT_STUDY_RUN.get(p.study, "pulling/run1"),
                           "node_selector": dict(p.node_selector)})
     return p
 
 
+GRID_KEYS = ("sizes_bytes", "layers", "contents")
+
+
+def _check_push_to(value: Any) -> str:
+    from pullstudy.images.oci import FetchError, parse_reference
+
+    if not isinstance(value, str) or "/" not in value or ":" in value.split("/", 1)[1] or "@" in value:
+        raise KubeParamError(f"kube backend: parameter push_to={value!r} must be host[:port]/repository (no tag), "
+                             "e.g. registry.example.org:5000/pullstudy")
+    try:
+        parse_reference(value.replace("{content}", "content") + ":x")
+    except FetchError:
+        raise KubeParamError(f"kube backend: parameter push_to={value!r} is not a valid registry/repository "
+                             "(lower case, digits, . _ - and /)") from None
+    return value
+
+
+def _check_grid(value: Any) -> dict:
+    from pullstudy.images.crafter import CONTENTS
+
+    if not isinstance(value, Mapping) or set(value) - set(GRID_KEYS):
+        raise KubeParamError(f"kube backend: parameter grid={value!r} must be a mapping with keys among "
+                             f"{', '.join(GRID_KEYS)}")
+    out = {}
+    for key, items in value.items():
+        items = [items] if not isinstance(items, list) else items
+        kind = str if key == "contents" else int
+        if not items or not all(isinstance(v, kind) and not isinstance(v, bool) for v in items) or \
+                (kind is int and min(items) < 1) or (kind is str and set(items) - set(CONTENTS)):
+            allowed = ", ".join(CONTENTS) if kind is str else "whole numbers >= 1"
+            raise KubeParamError(f"kube backend: parameter grid.{key}={items!r} must be a list of {allowed}")
+        out[key] = list(items)
+    return out
+
+
+def grid_items(p: KubeParams) -> list[tuple[int, int, str, str]]:
+    """(layers, size_bytes, content, reference) of the grid to craft and push: ``p.grid``, the rest from the
+    study's local grid, so that a cluster and this machine measure the same images."""
+    from pullstudy.records import image_tag
+    from pullstudy.sources.local.source import GRIDS
+
+    base = GRIDS.get(p.study, GRIDS["01-pull-size-layers"])
+    grid = {k: list((p.grid or {}).get(k) or base[k]) for k in GRID_KEYS}
+    if len(grid["contents"]) > 1 and "{content}" not in p.push_to:
+        raise KubeParamError(f"kube backend: push_to={p.push_to!r} holds one repository but the grid has contents "
+                             f"{grid['contents']}: put {{content}} in it, e.g. {p.push_to}-{{content}}")
+    return [(layers, size, content, f"{p.push_to.format(content=content)}:{image_tag(layers, size)}")
+            for content in grid["contents"] for layers in grid["layers"] for size in grid["sizes_bytes"]]
+
+
 def study_images(p: KubeParams) -> list[str]:
-    """The images to pull: ``images`` as given, or the study file of ``study_run`` (sorted, so runs resume)."""
+    """The images to pull: ``images`` as given, the crafted grid (``push_to``), or the study file of
+    ``study_run`` (sorted, so runs resume)."""
     if p.images:
         return list(dict.fromkeys(p.images))
+    if p.push_to:
+        return sorted(ref for *_, ref in grid_items(p))
     from pullstudy.data import catalog
     from pullstudy.sources.archive import runs as archive
 
@@ -234,14 +306,18 @@ def plan(run: str, images: list[str], p: KubeParams, pull_s: Mapping[str, float]
             "estimate_basis": (f"archived median pull time for {sum(i in pull_s for i in images)} of "
                                f"{len(images)} images, 60 s assumed for the rest, + {JOB_OVERHEAD_S:g} s per Job"
                                + (", + 30 s cold-cache removal per Job" if p.cold_cache else "")),
-            "cold_cache": p.cold_cache}
+            "cold_cache": p.cold_cache,
+            "push": ({"to": p.push_to, "images": len(images),
+                      "bytes": sum(size for _, size, *_ in grid_items(p))} if p.push_to else None)}
 
 
 def plan_text(pl: dict) -> str:
     m, s = divmod(int(pl["estimated_s"]), 60)
     return (f"kube plan for run {pl['run']} in namespace {pl['namespace']}: {pl['images']} images x "
             f"{pl['nodes']} nodes x {pl['repetitions']} repetitions = {pl['pulls']} pulls in {pl['jobs']} Jobs; "
-            f"estimated {m} min {s} s ({pl['estimate_basis']})")
+            f"estimated {m} min {s} s ({pl['estimate_basis']})"
+            + (f"; first crafted and pushed to {pl['push']['to']}: {pl['push']['images']} images, "
+               f"{pl['push']['bytes'] / 1e6:.0f} MB before compression" if pl.get("push") else ""))
 
 
 def all_manifests(run: str, images: list[str], p: KubeParams) -> list[dict]:

@@ -54,12 +54,15 @@ from pullstudy.sources.archive import runs as archive
 from pullstudy.parsers.kubelet_events import parse_events, parse_time
 from pullstudy.records import analysable_pulls
 from pullstudy.sources.interface import NamedByRunId, SourceResult
-from .manifests import (RUN_LABEL, KubeParamError, KubeParams, all_manifests, cold_cache_manifest,
+from .manifests import (RUN_LABEL, KubeParamError, KubeParams, all_manifests, cold_cache_manifest, grid_items,
                         job_manifest, job_name, parse_params, plan, plan_text, study_images)
 
 EVENTS_FILE = "events.jsonl"
 PODS_FILE = "pods.jsonl"
 NODES_FILE = "nodes.json"
+PUSHED_FILE = "pushed.json"
+# A registry's credentials for pushing the crafted grid: only ever from the environment, never a parameter.
+REGISTRY_USER_ENV, REGISTRY_PASSWORD_ENV = "PULLSTUDY_REGISTRY_USERNAME", "PULLSTUDY_REGISTRY_PASSWORD"
 PULL_DONE = {"Pulled"}
 PULL_FAILED = {"Failed", "ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InspectFailed"}
 
@@ -152,6 +155,40 @@ def preflight(client, p: KubeParams, folder: Path, images: list[str]) -> dict:
         "registry_hosts": sorted({archive.image_host(i) for i in images}),
         "nodes_total": len(items), "nodes_ready": len(ready),
     }
+
+
+# ------------------------------------------------------------------------------- the crafted grid
+
+
+def push_grid(p: KubeParams, folder: Path, progress: bool = True) -> list[dict]:
+    """Craft the grid of ``p`` and push it to ``p.push_to`` with the crafter's streaming push; what was
+    pushed (reference, manifest digest, bytes) goes to ``pushed.json``, so a resumed run pushes only the rest."""
+    from pullstudy.images.crafter import CraftError, craft_grid
+    from pullstudy.images.oci import FetchError
+
+    path = folder / PUSHED_FILE
+    done = {d["reference"]: d for d in json.loads(path.read_text())} if path.is_file() else {}
+    todo = [item for item in grid_items(p) if item[3] not in done]
+    if not todo:
+        return list(done.values())
+    registry, repository = p.push_to.split("/", 1)
+    user, password = os.environ.get(REGISTRY_USER_ENV), os.environ.get(REGISTRY_PASSWORD_ENV)
+    try:
+        crafted = craft_grid(registry, repository, [(layers, size, content) for layers, size, content, _ in todo],
+                             progress=progress, insecure=p.insecure_registry,
+                             credentials=(user, password) if user and password else None)
+    except (CraftError, FetchError, OSError) as exc:
+        raise KubeRunError(f"kube backend: pushing the grid to {p.push_to} failed ({type(exc).__name__}: "
+                           f"{str(exc)[:200]}); check the registry is reachable from here"
+                           + ("" if user else f" and, if it needs them, set {REGISTRY_USER_ENV} and "
+                                             f"{REGISTRY_PASSWORD_ENV}")) from None
+    for img in crafted:
+        done[img.reference] = {"reference": img.reference, "digest": img.manifest_digest, "layers": img.layers,
+                               "size_bytes": img.size_bytes, "content": img.content,
+                               "compressed_bytes": img.compressed_bytes, "push_s": round(img.seconds, 3)}
+    folder.mkdir(parents=True, exist_ok=True)
+    _write_json(path, sorted(done.values(), key=lambda d: d["reference"]))
+    return list(done.values())
 
 
 # ------------------------------------------------------------------------------- recording
@@ -388,6 +425,9 @@ def run(p: KubeParams, *, client=None, progress: bool = True, poll_s: float = 0.
     state["digest"] = p.digest(images)
     client = client or api_client(p)
     fingerprint = preflight(client, p, folder, images)
+    if p.push_to:  # after the preflight: a cluster that cannot run the study is refused before any push
+        fingerprint["pushed_to"] = p.push_to
+        fingerprint["pushed_images"] = len(push_grid(p, folder, progress))
     core, batch = k.CoreV1Api(client), k.BatchV1Api(client)
     _cleanup(client, p, label)  # what an earlier, killed attempt may have left
     tracker = Tracker()
@@ -407,11 +447,14 @@ def run(p: KubeParams, *, client=None, progress: bool = True, poll_s: float = 0.
     ev_rec.start()
     pod_rec.start()
     try:
-        bar = tqdm(jobs, desc=f"kube {name}", unit="job", disable=not progress)
+        bar = tqdm(jobs, desc=f"kube {name}", unit="job", disable=not progress, position=0)
         for i, rep, image in bar:
             job = job_name(label, i, rep)
             if job in state["done"]:
                 continue
+            # a bar per image: its pods with their pull event, out of the nodes it pulls on
+            image_bar = tqdm(total=p.nodes, desc=f"image {i + 1}/{len(images)} rep {rep}", unit="pod",
+                             leave=False, position=1, disable=not progress)
             if p.cold_cache:
                 _cold_cache(client, p, label, images)
             batch.create_namespaced_job(p.namespace, job_manifest(label, image, i, rep, p),
@@ -423,10 +466,12 @@ def run(p: KubeParams, *, client=None, progress: bool = True, poll_s: float = 0.
                         raise KubeRunError(f"kube backend: recording {r.path.name} failed "
                                            f"({type(r.error).__name__}: {str(r.error)[:200]})")
                 seen, done = tracker.job_state(job)
-                bar.set_postfix_str(f"image {i + 1}/{len(images)} rep {rep}: {done}/{p.nodes} pulled")
+                image_bar.update(min(done, p.nodes) - image_bar.n)
+                image_bar.set_postfix_str(f"{seen} pods seen")
                 if done >= p.nodes and seen >= p.nodes:
                     break
                 time.sleep(poll_s)
+            image_bar.close()
             batch.delete_namespaced_job(job, p.namespace, propagation_policy="Background",
                                         _request_timeout=p.api_timeout_s)
             if done >= p.nodes:
