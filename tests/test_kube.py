@@ -279,6 +279,17 @@ def test_an_unreadable_run_json_does_not_hide_the_kube_runs(runs, fake, tmp_path
     assert parameters.check("03-local-ssd", "treatment_run", f"kube/{folder.name}") == f"kube/{folder.name}"
 
 
+def test_recorded_runs_are_listed_with_their_catalog_id_and_status(runs, fake, tmp_path, capsys):
+    from pullstudy.report import kube_cli
+
+    assert kube_cli.main(["--list"]) == 0
+    assert "no recorded kube runs" in capsys.readouterr().out
+    folder = run.run(_params(kubeconfig(tmp_path / "kubeconfig", fake.url, TOKEN)), progress=False)
+    assert kube_cli.main(["--list"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"kube/{folder.name}") and " complete " in line and "nodes=4" in line
+
+
 def test_a_recorded_run_needs_backend_kube_in_every_pull_time_notebook(runs, fake, tmp_path):
     """With the archive's backend a recorded run is refused in one line, so it is never mixed in unawares."""
     from pullstudy.report import parameters

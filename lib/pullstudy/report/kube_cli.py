@@ -22,6 +22,21 @@ def _names_recorded_run(given: dict) -> bool:
     return any(is_recorded(v) for value in values for v in ([value] if isinstance(value, str) else value or []))
 
 
+def list_runs(out=sys.stdout) -> int:
+    """One line per recorded run: its catalog id (what the notebooks take), status, size and when."""
+    from pullstudy.sources.kube.source import KubeSource, kube_runs
+
+    runs = kube_runs()
+    if not runs:
+        print("no recorded kube runs (record one with `make run STUDY=01-pull-size-layers BACKEND=kube ...`)", file=out)
+    for r in runs:
+        folder = KubeSource(r.id).folder()
+        doc = json.loads((folder / "run.json").read_text())
+        print(f"{r.id:55s} {doc.get('status', '?'):10s} nodes={','.join(map(str, r.node_counts))} "
+              f"started={doc.get('started', '')[:19]}  {r.description}", file=out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m pullstudy.report.kube_cli --study 01-pull-size-layers -p dry_run=true [-p key=value ...]``"""
     import argparse
@@ -29,10 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     from pullstudy.report.runner import parse_parameters
 
     ap = argparse.ArgumentParser(prog="pullstudy.report.kube_cli", description=main.__doc__)
-    ap.add_argument("--study", required=True)
+    ap.add_argument("--study")
+    ap.add_argument("--list", action="store_true", help="list the recorded runs (kube/<name>) and their status")
     ap.add_argument("--results", default="results/kube", help="where an analysis of a recorded run goes")
     ap.add_argument("-p", "--parameter", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args(argv)
+    if args.list:
+        return list_runs()
+    if not args.study:
+        ap.error("--study is required (or --list)")
     try:
         given = parse_parameters(args.parameter)
     except ValueError as exc:

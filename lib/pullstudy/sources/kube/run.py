@@ -18,7 +18,9 @@ How a run goes (:func:`run`):
    answered by listing again and watching from the new version. Every object is de-duplicated by UID
    and resourceVersion and appended, flushed, as one JSON line: ``events.jsonl`` is in the format the
    archived exporter files have, so :mod:`pullstudy.parsers.kubelet_events` reads a live run and an archived one alike.
-3. **Per image and repetition**: an Indexed Job, one pod per node (:mod:`.kube_manifests`). The Job is
+3. **The images**: a catalog run's study file, a list, or a grid crafted and pushed by pullstudy to the
+   registry the user names (:func:`push_grid`, after the preflight; ``pushed.json``).
+   **Per image and repetition**: an Indexed Job, one pod per node (:mod:`.kube_manifests`). The Job is
    deleted only once every one of its pods has its ``Pulled`` (or pull-failure) event, because the
    events of deleted pods can be lost; a Job that times out is reported, then deleted.
 4. **Clean and resumable**: Ctrl-C, SIGTERM or an error deletes everything carrying the run's label;
