@@ -478,11 +478,12 @@ def test_columns_built_directly_equal_typed_records_on_every_event_file():
     real = K._typed_columns
     captured = []
     try:
-        K._typed_columns = lambda rows: captured.append(rows) or real(rows)
+        K._typed_columns = lambda columns, n: captured.append(columns) or real(columns, n)
         results = [K.parse_events(p) for p in files]
     finally:
         K._typed_columns = real
     assert sum(len(r.records) for r in results) > 0
-    for rows, result in zip(captured, results):
-        expected = typed_records(pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS))
+    for columns, result in zip(captured, results):
+        assert list(columns) == RECORD_COLUMNS
+        expected = typed_records(pd.DataFrame(columns, columns=RECORD_COLUMNS))
         pd.testing.assert_frame_equal(result.records, expected, check_exact=True)
