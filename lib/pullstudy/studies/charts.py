@@ -126,6 +126,12 @@ def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> di
                 "vegalite_version": alt.VEGALITE_VERSION}
     save(built, paths["svg"], format="svg", **versions)
     svg = paths["svg"].read_text(encoding="utf-8")
+    if 'id="gradient_' in svg:
+        # Vega numbers gradients across every drawing in the process, and chart.save drew each chart
+        # twice (PNG, then SVG): a chart with a gradient (a continuous legend) is drawn a second time so
+        # that its ids, and those of the kernel's later charts, stay what they were.
+        save(built, paths["svg"], format="svg", **versions)
+        svg = paths["svg"].read_text(encoding="utf-8")
     paths["png"].write_bytes(vl_convert.svg_to_png(svg, scale=2, ppi=72))  # altair: scale_factor=2, 72 ppi
     with _cached_javascript_bundle():
         save(built, paths["html"], format="html", inline=True, **versions)
