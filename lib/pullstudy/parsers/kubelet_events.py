@@ -25,6 +25,7 @@ import bisect
 import functools
 import gc
 import re
+import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -375,15 +376,17 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
     key = None
     if contents is not None:
         key = (str(label_root), tuple(sorted((k, repr(v)) for k, v in context.items())), tuple(map(str, paths)))
-        cached = _PARSED.get(key)
-        if cached is not None and all(a == b for a, b in zip(cached[0], contents)):  # memcmp: ~10 GB/s
-            _PARSED.move_to_end(key)
-            return _copy(cached[1])
+        with _PARSED_LOCK:
+            cached = _PARSED.get(key)
+            if cached is not None and all(a == b for a, b in zip(cached[0], contents)):  # memcmp: ~10 GB/s
+                _PARSED.move_to_end(key)
+                return _copy(cached[1])
     result = _parse(paths, contents, label_root, context)
     if key is not None:
-        _PARSED[key] = (contents, result)
-        while len(_PARSED) > 1 and sum(sum(map(len, c)) for c, _ in _PARSED.values()) > _PARSED_MAX_BYTES:
-            _PARSED.popitem(last=False)
+        with _PARSED_LOCK:
+            _PARSED[key] = (contents, result)
+            while len(_PARSED) > 1 and sum(sum(map(len, c)) for c, _ in _PARSED.values()) > _PARSED_MAX_BYTES:
+                _PARSED.popitem(last=False)
         return _copy(result)
     return result
 
@@ -395,12 +398,14 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
 # 53 MB of archived events took a quarter of their parse). The contents are kept up to a total size; each
 # caller gets its own copy of the result to change.
 _PARSED: OrderedDict = OrderedDict()
+_PARSED_LOCK = threading.Lock()  # parse_events may be called from several threads
 _PARSED_MAX_BYTES = 256 * 2**20
 
 
 def clear_cache() -> None:
     """Forget every parse (a benchmark timing the parser itself, a test counting its calls)."""
-    _PARSED.clear()
+    with _PARSED_LOCK:
+        _PARSED.clear()
 
 
 def _copy(result: ParseResult) -> ParseResult:
