@@ -212,3 +212,19 @@ def test_inline_html_from_the_cached_bundle_is_byte_identical(tmp_path: Path, fr
     second = charts.save_chart(chart, tmp_path / "b", "pull")["html"].read_bytes()  # served from it
     assert first == second == (tmp_path / "plain.html").read_bytes()
     assert vl_convert.javascript_bundle.__name__ != "cached"  # the patch does not outlive the save
+
+
+def test_save_chart_writes_what_chart_save_writes(tmp_path: Path, frame: pd.DataFrame) -> None:
+    """Issue 16: save_chart builds the spec once and rasterises the PNG from its own SVG; every file must be
+    byte for byte what altair's chart.save writes for that format (a layered chart with inline data too)."""
+    base = alt.Chart(frame, title="Pull time by size").encode(
+        x=alt.X("size_gb:Q", title="size (GB)"), y=alt.Y("pull_s:Q", title="pull (s)"), color=charts.cluster_color())
+    for i, chart in enumerate([base.mark_point(), base.mark_line() + base.mark_point(filled=True, size=80)]):
+        ours = charts.save_chart(chart, tmp_path / f"ours{i}", "c")
+        plain = tmp_path / f"plain{i}"
+        plain.mkdir()
+        chart.save(plain / "c.png", format="png", scale_factor=2)
+        chart.save(plain / "c.svg", format="svg")
+        chart.save(plain / "c.html", format="html", inline=True)
+        for fmt in ("png", "svg", "html"):
+            assert ours[fmt].read_bytes() == (plain / f"c.{fmt}").read_bytes(), fmt

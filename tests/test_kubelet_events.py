@@ -477,12 +477,37 @@ def test_columns_built_directly_equal_typed_records_on_every_event_file():
         pytest.skip("no event files in data/raw: run `make data`")
     real = K._typed_columns
     captured = []
+    K.clear_cache()  # every file parsed here, not served from an earlier test's parse
     try:
-        K._typed_columns = lambda rows: captured.append(rows) or real(rows)
+        K._typed_columns = lambda columns, n: captured.append(columns) or real(columns, n)
         results = [K.parse_events(p) for p in files]
     finally:
         K._typed_columns = real
     assert sum(len(r.records) for r in results) > 0
-    for rows, result in zip(captured, results):
-        expected = typed_records(pd.DataFrame(rows, columns=RECORD_COLUMNS) if rows else pd.DataFrame(columns=RECORD_COLUMNS))
+    for columns, result in zip(captured, results):
+        assert list(columns) == RECORD_COLUMNS
+        expected = typed_records(pd.DataFrame(columns, columns=RECORD_COLUMNS))
         pd.testing.assert_frame_equal(result.records, expected, check_exact=True)
+
+
+def test_a_repeated_parse_is_served_by_content_and_each_caller_gets_its_own_copy(tmp_path):
+    """Issue 16: parse_events remembers results by file content; a file changed in place (same name, same
+    size) is parsed again, and changing a returned frame does not change what the next caller gets."""
+    from pullstudy.parsers import kubelet_events as K
+
+    def pulled(pod: str, seconds: str) -> str:
+        return json.dumps({"reason": "Pulled", "metadata": {"uid": pod}, "involvedObject": {"name": pod},
+                           "source": {"host": "n1"}, "firstTimestamp": "2024-11-10T06:10:42Z",
+                           "message": f'Successfully pulled image "r/i:9-layers-size-1-bytes" in {seconds}s'}) + "\n"
+
+    path = tmp_path / "events.json"
+    path.write_text(pulled("a", "1.5"))
+    K.clear_cache()
+    first = K.parse_events(path, run="r1")
+    first.records.loc[0, "node"] = "changed by the caller"
+    first.skipped["made-up"] += 1
+    again = K.parse_events(path, run="r1")
+    assert again.records["node"].tolist() == ["n1"] and "made-up" not in again.skipped
+    assert K.parse_events(path, run="r2").records["run"].tolist() == ["r2"]  # the context is part of the key
+    path.write_text(pulled("a", "2.5"))  # same name and size, new content
+    assert K.parse_events(path, run="r1").records["pull_s"].tolist() == [2.5]

@@ -112,6 +112,22 @@ def test_charts_are_also_pdf(built):
     assert json.loads((out / "numbers.json").read_text())["figures"] == ["figures/03-local-ssd-speedup.pdf"]
 
 
+def test_a_pdf_is_converted_again_only_when_its_svg_changed(built):
+    """Issue 16: make reproduce converts a notebook's PDFs as soon as it has run; the final build keeps a PDF
+    whose SVG is unchanged since, and converts one whose SVG changed (same name, new content)."""
+    out, results = built
+    pdf = out / "figures" / "03-local-ssd-speedup.pdf"
+    first = pdf.read_bytes()
+    pdf.write_bytes(first + b"% kept\n")  # a mark that survives only if the PDF is not converted again
+    paper.figures(results, out / "figures")
+    assert pdf.read_bytes().endswith(b"% kept\n")
+    assert paper.figures(results, out / "figures", only="03-local-ssd") == [pdf]
+    svg = results / "03-local-ssd" / "speedup.svg"
+    svg.write_text(svg.read_text().replace("Speedup per image", "Speedup per image, again"))
+    paper.figures(results, out / "figures")
+    assert not pdf.read_bytes().endswith(b"% kept\n") and pdf.read_bytes().startswith(b"%PDF-")
+
+
 def test_references_cite_the_software_and_the_data_doi(built):
     out, _ = built
     bib = (out / "references.bib").read_text()

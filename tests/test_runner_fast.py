@@ -116,3 +116,69 @@ def test_notebook_page_rendered_again_only_when_the_notebook_changed(tmp_path: P
     _write(ipynb, 'output_dir = ""', "print('second')")
     render_notebook(ipynb)
     assert "second" in page.read_text() and page.stat().st_mtime_ns != first
+
+
+def test_longest_notebooks_start_first_and_never_run_ones_before_them(tmp_path: Path) -> None:
+    """Issue 16: with -j N the long notebooks start first (their last run time is kept with their cache key),
+    so that none starts last while the other workers idle; unknown ones first, name order among equals."""
+    from pullstudy.report.runner import CACHE_DIR, start_order
+
+    notebooks = [tmp_path / f"{name}.ipynb" for name in ("01-a", "02-b", "03-c", "04-d", "05-e")]
+    cache = tmp_path / "r" / CACHE_DIR
+    cache.mkdir(parents=True)
+    for stem, seconds in (("01-a", 3.0), ("02-b", 9.5), ("04-d", 3.0), ("05-e", 6.0)):
+        (cache / f"{stem}.json").write_text(json.dumps({"key": "k", "seconds": seconds}))
+    assert [p.stem for p in start_order(notebooks, tmp_path / "r")] == ["03-c", "02-b", "05-e", "01-a", "04-d"]
+    (cache / "02-b.json").write_text(json.dumps({"key": "k"}))  # written before run times were kept
+    assert [p.stem for p in start_order(notebooks, tmp_path / "r")][:2] == ["02-b", "03-c"]
+
+
+def test_notebook_pages_number_their_gradients_in_notebook_order(tmp_path: Path) -> None:
+    """Vega numbers gradients across all it draws in a process, so pages drawn as notebooks finish (any order)
+    would differ; the results page numbers them as if drawn in one go, in name order, only in SVG ids."""
+    from pullstudy.report.offline_report import number_gradients
+
+    def page(name: str, ids: list[int]) -> Path:
+        body = "".join(f'<rect fill="url(#gradient_{i})"/><linearGradient id="gradient_{i}"/>' for i in ids)
+        path = tmp_path / f"{name}.html"
+        path.write_text(f"<p>gradient_{ids[0] if ids else 0} in prose stays</p>{body}")
+        return path
+
+    a, b, c = page("a", [5, 9]), page("b", []), page("c", [2])
+    assert number_gradients(a, 0) == 2 and number_gradients(b, 2) == 2 and number_gradients(c, 2) == 3
+    assert a.read_text() == ('<p>gradient_5 in prose stays</p><rect fill="url(#gradient_0)"/><linearGradient '
+                             'id="gradient_0"/><rect fill="url(#gradient_1)"/><linearGradient id="gradient_1"/>')
+    assert 'url(#gradient_2)' in c.read_text() and 'id="gradient_2"' in c.read_text()
+    before = a.read_text()
+    assert number_gradients(a, 0) == 2 and a.read_text() == before  # numbered already: unchanged
+
+
+def test_notebook_page_uses_the_svg_its_notebook_saved(tmp_path: Path) -> None:
+    """A chart the notebook saved (out.chart) is shown on its page from the saved SVG, not drawn again;
+    a chart shown but not saved is drawn."""
+    import altair as alt
+    import pandas as pd
+    import vl_convert
+
+    from pullstudy.report import offline_report
+    from pullstudy.studies import charts
+
+    folder = tmp_path / "01-x"
+    saved = alt.Chart(pd.DataFrame({"x": [1, 2]}), title="saved").mark_point().encode(x="x:Q")
+    charts.save_chart(saved, folder, "saved")
+    marker = "<!-- the saved drawing -->"
+    (folder / "saved.svg").write_text((folder / "saved.svg").read_text() + marker)
+    shown = alt.Chart(pd.DataFrame({"x": [3]}), title="only shown").mark_point().encode(x="x:Q")
+    nb = new_notebook(cells=[new_code_cell("")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data={"text/html": c._repr_mimebundle_()["text/html"]})
+                           for c in (saved, shown)]
+    drawn = []
+    real = vl_convert.vegalite_to_svg
+    try:
+        vl_convert.vegalite_to_svg = lambda spec, *a, **k: drawn.append(spec.get("title")) or real(spec, *a, **k)
+        assert offline_report.offline_outputs(nb, offline_report.saved_drawings(folder)) == (2, 0)
+    finally:
+        vl_convert.vegalite_to_svg = real
+    assert drawn == ["only shown"]
+    html = [o["data"]["text/html"] for o in nb.cells[0].outputs]
+    assert marker in html[0] and marker not in html[1] and "<svg" in html[1]

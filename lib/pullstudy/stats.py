@@ -141,9 +141,22 @@ def _positive_ratio_bootstrap(
     _require_positive(treat, "treatment")
     if base.size == 0 or treat.size == 0:
         return base, treat, NAN, None
-    rng = np.random.default_rng(seed)
-    boot = _bootstrap_medians(base, n_boot, rng) / _bootstrap_medians(treat, n_boot, rng)
+    key = (base.tobytes(), treat.tobytes(), n_boot, seed)
+    boot = _RATIO_BOOTS.get(key)
+    if boot is None:
+        rng = np.random.default_rng(seed)
+        boot = _bootstrap_medians(base, n_boot, rng) / _bootstrap_medians(treat, n_boot, rng)
+        boot.flags.writeable = False  # shared by the callers of the same samples
+        _RATIO_BOOTS[key] = boot
+        while len(_RATIO_BOOTS) > 16:
+            del _RATIO_BOOTS[next(iter(_RATIO_BOOTS))]
     return base, treat, float(np.median(base) / np.median(treat)), boot
+
+
+# The last few bootstrap distributions, by the exact samples, resample count and seed: the ratio CI and the
+# equivalence test of one comparison ask for the same one in turn (issue 16: a third of the calls of a
+# comparison notebook). A pure function of its key, so the result is the same, computed once.
+_RATIO_BOOTS: dict = {}
 
 
 # --------------------------------------------------------------------------- medians

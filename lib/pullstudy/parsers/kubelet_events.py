@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import bisect
 import functools
+import gc
 import re
-from collections import Counter
+import threading
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
@@ -108,8 +110,7 @@ _PULLED = re.compile(
 _CACHE_HIT = re.compile(r'^Container image "(?P<image>[^"]+)" already present on machine')
 
 
-@dataclass(frozen=True)
-class PullMessage:
+class PullMessage(NamedTuple):  # immutable as the frozen dataclass it was, 3x cheaper to build (one per Pulled)
     image: str
     cache_hit: bool
     pull_s: float | None = None
@@ -176,39 +177,56 @@ def _open_bytes(path: Path) -> bytes:
     return read_raw_bytes(path, "JSON events", EventFileError)
 
 
+def _read_event_file(path: Path, skipped: Counter, label: str, data: bytes | None = None) -> tuple[list | None, bytes]:
+    """(items, data): the list items or single document of a JSON file as ``(where, object)``, or None
+    and the bytes of a JSON-lines file, read line by line by the caller. Counts an empty file; raises
+    ``EventCaptureFailed`` for kubectl's error text and ``EventFileError`` for a truncated document.
+    ``data``: the file's content when the caller has read it already."""
+    data = _open_bytes(path) if data is None else data
+    if not data or data.isspace():  # not data.strip(): that copies the whole file
+        skipped["empty-file"] += 1
+        return [], b""
+    first = _first_line(data)
+    first_text = first.decode("utf-8", "replace")
+    if _KUBECTL_ERROR.match(first_text) and not _has_json_line(data):
+        raise EventCaptureFailed(path, first_text[:300])
+    if _json_then_more(data, first):
+        doc = None  # JSON lines: decoding the whole file would fail after its first line, having checked it all
+    else:
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            doc = None
+            if first in (b"{", b"["):
+                raise EventFileError(f"{path}: a JSON document that does not parse (truncated?)") from None
+    if isinstance(doc, dict) and isinstance(doc.get("items"), list):
+        return [(f"{label}#items[{i}]", item) for i, item in enumerate(doc["items"])], b""
+    if doc is not None:
+        return [(f"{label}:1", doc)], b""
+    return None, data
+
+
+def _no_json(path: Path) -> EventFileError:
+    return EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
+
+
 def iter_event_objects(path: str | Path, skipped: Counter,
                        label_root: str | Path | None = None) -> Iterator[tuple[str | int, object]]:
     """Yield (where, decoded JSON) for each event line or list item; count what is not JSON.
 
     ``where`` is the file label and ``:line`` or ``#items[i]``; the line number alone is yielded as an
     int and joined to the label only for the events that become records (most never do).
+    ``parse_events`` reads JSON lines in its own loop (the same rules, without a generator per line).
     """
     path = Path(path)
-    data = _open_bytes(path)
     label = str(path.relative_to(label_root) if label_root else path)
-    if not data or data.isspace():  # not data.strip(): that copies the whole file
-        skipped["empty-file"] += 1
-        return
-    first = _first_line(data)
-    first_text = first.decode("utf-8", "replace")
-    if _KUBECTL_ERROR.match(first_text) and not _has_json_line(data):
-        raise EventCaptureFailed(path, first_text[:300])
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        doc = None
-        if first in (b"{", b"["):
-            raise EventFileError(f"{path}: a JSON document that does not parse (truncated?)") from None
-    if isinstance(doc, dict) and isinstance(doc.get("items"), list):
-        for i, item in enumerate(doc["items"]):
-            yield f"{label}#items[{i}]", item
-        return
-    if doc is not None:
-        yield f"{label}:1", doc
+    items, data = _read_event_file(path, skipped, label)
+    if items is not None:
+        yield from items
         return
     found_json = False
     for lineno, line in enumerate(data.split(b"\n"), 1):
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             obj = orjson.loads(line)
@@ -218,7 +236,7 @@ def iter_event_objects(path: str | Path, skipped: Counter,
         found_json = True
         yield lineno, obj
     if not found_json:
-        raise EventFileError(f"{path}: no JSON in the file; not event-exporter JSON lines or a kubectl list")
+        raise _no_json(path)
 
 
 class _Event(NamedTuple):  # a tuple, not a frozen dataclass: built once per Pulled event, 3x cheaper
@@ -240,6 +258,20 @@ def _first_line(data: bytes) -> bytes:
     start = _LEADING_SPACE.match(data).end()
     end = data.find(b"\n", start)
     return data[start:end if end >= 0 else len(data)].strip()
+
+
+def _json_then_more(data: bytes, first: bytes) -> bool:
+    """Whether the first line is a whole JSON value and something other than blanks follows it: then the file
+    is not one JSON document (orjson would refuse it, after checking all of it, tens of MB, as UTF-8)."""
+    try:
+        orjson.loads(first)
+    except orjson.JSONDecodeError:
+        return False
+    end = data.find(b"\n", _LEADING_SPACE.match(data).end())
+    return end >= 0 and _NOT_SPACE.search(data, end) is not None  # a search, not a copy of the rest
+
+
+_NOT_SPACE = re.compile(rb"\S")
 
 
 def _has_json_line(data: bytes) -> bool:
@@ -326,51 +358,232 @@ def parse_events(paths: str | Path | Iterable[str | Path], *, label_root: str | 
     cluster_nodes. ``source`` names file and line relative to ``label_root`` when given, so results do
     not carry the user's own paths. Files of one cluster are parsed together so that an event repeated across
     files is counted once and a pod's Pulling, Pulled and Started events are joined across files.
+
+    Speed (issue 16): JSON lines are read in one loop here, not through a generator and a call per line.
+    Every line is decoded, because the account of skips needs it (is it JSON, an object, an exporter
+    log, a duplicate by uid?); an event whose reason is not one kept (most of them) is counted right
+    after those checks, inline, and only the others go the full way (:func:`_take`). A byte-level
+    pre-filter on the kept reasons was measured and dropped: on the 31 archived event files, scanning
+    every line for them took 0.08 s, decoding the lines it could have spared 0.04 s, and those lines must
+    be decoded anyway for the counts above. Times are parsed once per distinct string and the columns are
+    built directly in their final dtypes (:func:`_typed_columns`).
     """
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+    try:
+        contents = [_open_bytes(p) for p in paths]
+    except EventFileError:  # parsed without the cache below, so that the error is the one of the first bad file
+        contents = None
+    key = None
+    if contents is not None:
+        key = (str(label_root), tuple(sorted((k, repr(v)) for k, v in context.items())), tuple(map(str, paths)))
+        with _PARSED_LOCK:
+            cached = _PARSED.get(key)
+            if cached is not None and all(a == b for a, b in zip(cached[0], contents)):  # memcmp: ~10 GB/s
+                _PARSED.move_to_end(key)
+                return _copy(cached[1])
+    result = _parse(paths, contents, label_root, context)
+    if key is not None:
+        with _PARSED_LOCK:
+            _PARSED[key] = (contents, result)
+            while len(_PARSED) > 1 and sum(sum(map(len, c)) for c, _ in _PARSED.values()) > _PARSED_MAX_BYTES:
+                _PARSED.popitem(last=False)
+        return _copy(result)
+    return result
+
+
+# Results of parse_events by files, context and the files' very bytes (issue 16: a comparison notebook reads
+# the same runs again for its null comparisons and replications, 238 parses of 40 distinct inputs). A hit
+# needs the content read now to equal the content parsed then, byte for byte: a file changed in place is
+# parsed again whatever its name, size and time say, and comparing costs less than hashing (a hash of the
+# 53 MB of archived events took a quarter of their parse). The contents are kept up to a total size; each
+# caller gets its own copy of the result to change.
+_PARSED: OrderedDict = OrderedDict()
+_PARSED_LOCK = threading.Lock()  # parse_events may be called from several threads
+_PARSED_MAX_BYTES = 256 * 2**20
+
+
+def clear_cache() -> None:
+    """Forget every parse (a benchmark timing the parser itself, a test counting its calls)."""
+    with _PARSED_LOCK:
+        _PARSED.clear()
+
+
+def _copy(result: ParseResult) -> ParseResult:
+    return ParseResult(result.records.copy(), Counter(result.skipped), result.items, list(result.files),
+                       list(result.unavailable), dict(result.capture_failed),
+                       {n: dict(v) for n, v in result.cluster_sizes.items()})
+
+
+def _parse(paths: list[Path], contents: list[bytes] | None, label_root, context) -> ParseResult:
+    """parse_events without its cache; ``contents`` are the files' bytes, or None to read them here."""
     skipped: Counter = Counter()
-    items = 0
     seen: set[str] = set()
     pulled: list[tuple[_Event, PullMessage]] = []
     pulling: dict[tuple[str, str], list[str]] = {}
     started: dict[tuple[str, str], list[str]] = {}
     scheduled: dict[str, datetime] = {}
     capture_failed: dict[str, str] = {}
-    for path in paths:
+    # The cyclic garbage collector is paused while the files are read and the columns built: the loop makes
+    # no reference cycles (decoded JSON, tuples, lists of times), all of it is freed by reference counting
+    # (anything cyclic pandas makes is collected once the collector runs again), and otherwise a
+    # collection runs every few hundred new objects, rescanning those still held (issue 16: ~10% of the
+    # parse). Re-enabled at the end, also on an error, only if it was enabled.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        items = _read_all(paths, contents, label_root, skipped, seen, pulled, pulling, started, scheduled,
+                          capture_failed)
+        for times in (*pulling.values(), *started.values()):
+            times.sort()  # once here, not on every lookup below
+        records = _typed_columns(_columns(pulled, pulling, started, scheduled, context), len(pulled))
+    finally:
+        if paused:
+            gc.enable()
+    return ParseResult(records, skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
+
+
+def _read_all(paths, contents, label_root, skipped, seen, pulled, pulling, started, scheduled, capture_failed) -> int:
+    """The loop of :func:`parse_events` over its files, filling its collections; returns the items read."""
+    items = 0
+    loads, decode_error, used, seen_add = orjson.loads, orjson.JSONDecodeError, _USED_REASONS, seen.add
+    for i, path in enumerate(paths):
         label = str(path.relative_to(label_root) if label_root else path)
         try:
-            for where, obj in iter_event_objects(path, skipped, label_root):
-                items += 1
-                _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
+            objects, data = _read_event_file(path, skipped, label, None if contents is None else contents[i])
         except EventCaptureFailed as failed:
             skipped["event-capture-failed"] += 1
             capture_failed[label] = failed.first_line
-    for times in (*pulling.values(), *started.values()):
-        times.sort()  # once here, not on every lookup below
-    rows = [_record(ev, msg, pulling, started, scheduled, context) for ev, msg in pulled]
-    return ParseResult(_typed_columns(rows), skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
+            continue
+        if objects is not None:
+            for where, obj in objects:
+                items += 1
+                _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
+            continue
+        before = items
+        for lineno, line in enumerate(data.split(b"\n"), 1):
+            if not line or line.isspace():
+                continue
+            try:
+                obj = loads(line)
+            except decode_error:
+                skipped["not-json"] += 1
+                continue
+            items += 1
+            if type(obj) is dict:  # the checks of _take up to "not-a-pull-event", inlined for most lines
+                reason = obj.get("reason")
+                metadata = obj.get("metadata")
+                if reason and type(reason) is str and (metadata is None or type(metadata) is dict):
+                    uid = metadata.get("uid") if metadata else None
+                    key = uid if type(uid) is str and uid else _dedup_key(obj)
+                    if key in seen:
+                        skipped["duplicate"] += 1
+                        continue
+                    seen_add(key)
+                    if reason not in used:  # most events: counted without building anything
+                        skipped["not-a-pull-event"] += 1
+                    elif reason == "Pulled":
+                        _take_kept(obj, reason, metadata, lineno, label, skipped, pulled, pulling, started, scheduled)
+                    else:  # what _take_kept does for Pulling, Started and Scheduled, inlined: a third of all lines
+                        raw = obj.get("eventTime") or obj.get("firstTimestamp") or obj.get("deprecatedFirstTimestamp") \
+                            or (metadata or {}).get("creationTimestamp")
+                        time = None if raw is None else parse_time(raw)
+                        if time is None:
+                            skipped["missing-time" if raw is None else "bad-time"] += 1
+                            continue
+                        involved = obj.get("involvedObject") or obj.get("regarding")
+                        involved = involved if type(involved) is dict else {}
+                        uid, field_path = involved.get("uid"), involved.get("fieldPath")
+                        pod_key = uid if type(uid) is str and uid \
+                            else f"{involved.get('namespace', '')}/{involved.get('name', '')}"
+                        if reason == "Scheduled":
+                            scheduled.setdefault(pod_key, time)
+                        else:
+                            joins = pulling if reason == "Pulling" else started
+                            joins.setdefault((pod_key, field_path if type(field_path) is str else ""), []).append(time)
+                    continue
+                if reason is None and "involvedObject" not in obj and "regarding" not in obj:
+                    skipped["exporter-log" if "level" in obj else "missing-reason"] += 1  # as _not_an_event
+                    continue
+            _take(obj, lineno, label, skipped, seen, pulled, pulling, started, scheduled)
+        if items == before:
+            raise _no_json(path)
+    return items
 
 
-def _typed_columns(rows: list[dict]) -> pd.DataFrame:
-    """The records frame built column by column in its final dtypes: what ``typed_records(DataFrame(rows))``
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+_NAT = np.iinfo(np.int64).min  # numpy's NaT as an int64
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _image_parts(image: str) -> tuple[str | None, int | None, int | None]:
+    """(tag, layers, size) of an image reference; the same few images are pulled on every node."""
+    tag = split_image(image)[1]
+    return (tag, *decode_tag(tag))
+
+
+def _columns(pulled, pulling, started, scheduled, context) -> dict[str, list]:
+    """The records as one list per column (RECORD_COLUMNS), each Pulled event joined to the latest
+    Pulling before it and the first Started after it (same pod and container) and its pod's Scheduled."""
+    n = len(pulled)
+    events = [ev for ev, _ in pulled]
+    messages = [msg for _, msg in pulled]
+    parts = [_image_parts(m.image) for m in messages]
+    pulling_at, started_at = [], []
+    for ev, msg in pulled:
+        key = (ev.pod_key, ev.container)
+        pulling_at.append(None if msg.cache_hit else _latest_at_or_before(pulling.get(key), ev.time))
+        started_at.append(_earliest_at_or_after(started.get(key), ev.time))
+    return {
+        "study": [context.get("study")] * n, "run": [context.get("run")] * n,
+        "condition": [context.get("condition")] * n, "backend": [context.get("backend", "archive")] * n,
+        "cluster_nodes": [context.get("cluster_nodes")] * n, "node": [ev.node for ev in events],
+        "image": [m.image for m in messages], "tag": [p[0] for p in parts], "layers": [p[1] for p in parts],
+        "size_bytes": [p[2] for p in parts], "content": ["unknown"] * n,
+        "image_size_reported": [m.image_size_reported for m in messages],
+        "pull_s": [m.pull_s for m in messages], "pull_wait_s": [m.pull_wait_s for m in messages],
+        "cache_hit": [m.cache_hit for m in messages], "pulling_at": pulling_at,
+        "pulled_at": [ev.time for ev in events], "started_at": started_at, "source": [ev.source for ev in events],
+        "pod": [ev.pod for ev in events], "scheduled_at": [scheduled.get(ev.pod_key) for ev in events],
+        "study_image": [False] * n,
+    }
+
+
+def _microseconds(values: list) -> np.ndarray:
+    """UTC datetimes (or None) as int64 microseconds since the epoch (NaT for None), without pandas
+    inferring each value; each distinct time is converted once."""
+    cache: dict = {None: _NAT}
+    out = np.empty(len(values), dtype=np.int64)
+    for i, v in enumerate(values):
+        us = cache.get(v)
+        if us is None:
+            us = cache[v] = (v - _EPOCH) // _MICROSECOND
+        out[i] = us
+    return out
+
+
+def _typed_columns(columns: dict[str, list], n: int) -> pd.DataFrame:
+    """The records frame built column by column in its final dtypes: what ``typed_records(DataFrame(columns))``
     gives (tests/test_kubelet_events.py), without a frame of objects converted 22 columns at a time (issue 16:
     that was a quarter of the parse). The times are already UTC datetimes, parsed once in ``parse_time``."""
-    if not rows:
+    if not n:
         return empty_records()
-    columns: dict[str, object] = {}
+    out: dict[str, object] = {}
     for col in RECORD_COLUMNS:
-        values = [r[col] for r in rows]
-        if col in INT_COLUMNS:
-            columns[col] = pd.array(values, dtype="Int64")
+        values = columns[col]
+        if col in INT_COLUMNS:  # ints or None, as IntegerArray(data, mask): 4x faster than pd.array
+            mask = np.fromiter((v is None for v in values), dtype=bool, count=n)
+            data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
+            out[col] = pd.arrays.IntegerArray(data, mask)
         elif col in FLOAT_COLUMNS:
-            columns[col] = np.array([np.nan if v is None else v for v in values], dtype="float64")
+            out[col] = np.array([np.nan if v is None else v for v in values], dtype="float64")
         elif col in BOOL_COLUMNS:
-            columns[col] = np.array(values, dtype=bool)
+            out[col] = np.array(values, dtype=bool)
         elif col in TIME_COLUMNS:
-            columns[col] = pd.DatetimeIndex(values, tz="UTC").as_unit(TIME_UNIT)
-        else:
-            columns[col] = pd.array(values, dtype="string")
-    return pd.DataFrame(columns, columns=RECORD_COLUMNS)
+            out[col] = pd.DatetimeIndex(_microseconds(values).view(f"M8[{TIME_UNIT}]")).tz_localize("UTC")
+        else:  # str or None (checked by StringArray), without pd.array inferring the values first
+            out[col] = pd.arrays.StringArray(np.array(values, dtype=object))
+    return pd.DataFrame(out, columns=RECORD_COLUMNS)
 
 
 def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled) -> None:
@@ -396,6 +609,11 @@ def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
     if reason not in _USED_REASONS:  # most events: counted without building anything
         skipped["not-a-pull-event"] += 1
         return
+    _take_kept(obj, reason, metadata, where, label, skipped, pulled, pulling, started, scheduled)
+
+
+def _take_kept(obj, reason, metadata, where, label, skipped, pulled, pulling, started, scheduled) -> None:
+    """File a new (not duplicate) Pulled, Pulling, Started or Scheduled event, or count why it cannot be."""
     raw = obj.get("eventTime") or obj.get("firstTimestamp") or obj.get("deprecatedFirstTimestamp") \
         or (metadata or {}).get("creationTimestamp")
     time = None if raw is None else parse_time(raw)
@@ -419,24 +637,15 @@ def _take(obj, where, label, skipped, seen, pulled, pulling, started, scheduled)
             scheduled.setdefault(pod_key, time)
         return
     ev = _normalize(obj, f"{label}:{where}" if isinstance(where, int) else where, time)
-    if ev.reason == "Pulled":
-        if ev.message is None:
-            skipped["missing-message"] += 1
-            return
-        try:
-            pulled.append((ev, parse_pulled_message(ev.message)))
-        except DurationError:
-            skipped["bad-duration"] += 1
-        except UnrecognizedMessage:
-            skipped["unrecognized-pulled-message"] += 1
-    elif ev.time is None:
-        skipped["missing-time"] += 1  # a timeless Pulling/Started/Scheduled cannot be joined
-    elif ev.reason == "Pulling":
-        pulling.setdefault((ev.pod_key, ev.container), []).append(ev.time)
-    elif ev.reason == "Started":
-        started.setdefault((ev.pod_key, ev.container), []).append(ev.time)
-    else:
-        scheduled.setdefault(ev.pod_key, ev.time)
+    if ev.message is None:
+        skipped["missing-message"] += 1
+        return
+    try:
+        pulled.append((ev, parse_pulled_message(ev.message)))
+    except DurationError:
+        skipped["bad-duration"] += 1
+    except UnrecognizedMessage:
+        skipped["unrecognized-pulled-message"] += 1
 
 
 def _latest_at_or_before(times: list[datetime] | None, t: datetime | None) -> datetime | None:
@@ -457,19 +666,3 @@ def _earliest_at_or_after(times: list[datetime] | None, t: datetime | None) -> d
         return ordered[0]
     i = bisect.bisect_left(ordered, t)
     return ordered[i] if i < len(ordered) else None
-
-
-def _record(ev: _Event, msg: PullMessage, pulling, started, scheduled, context) -> dict:
-    repo, tag = split_image(msg.image)
-    layers, size = decode_tag(tag)
-    key = (ev.pod_key, ev.container)
-    return {
-        "study": context.get("study"), "run": context.get("run"), "condition": context.get("condition"),
-        "backend": context.get("backend", "archive"), "cluster_nodes": context.get("cluster_nodes"),
-        "node": ev.node, "image": msg.image, "tag": tag, "layers": layers, "size_bytes": size,
-        "content": "unknown", "image_size_reported": msg.image_size_reported,
-        "pull_s": msg.pull_s, "pull_wait_s": msg.pull_wait_s, "cache_hit": msg.cache_hit,
-        "pulling_at": None if msg.cache_hit else _latest_at_or_before(pulling.get(key), ev.time),
-        "pulled_at": ev.time, "started_at": _earliest_at_or_after(started.get(key), ev.time),
-        "source": ev.source, "pod": ev.pod, "scheduled_at": scheduled.get(ev.pod_key), "study_image": False,
-    }

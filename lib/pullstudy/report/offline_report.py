@@ -51,8 +51,35 @@ def altair_spec(html_text: str) -> dict | None:
     return spec if isinstance(spec, dict) and ("$schema" in spec or "mark" in spec or "layer" in spec) else None
 
 
-def offline_outputs(nb) -> tuple[int, int]:
-    """Make every output readable without JavaScript, in place; return (charts drawn, charts not drawn)."""
+def saved_drawings(folder: Path) -> dict[str, str]:
+    """The SVG that ``save_chart`` drew of each chart saved in ``folder``, by the chart's spec (canonical JSON).
+
+    A chart a notebook saved is also shown in it; its saved SVG is what drawing the shown spec again
+    would give (the same spec, the same vl-convert; the gradient ids aside, which the results page
+    numbers itself: :func:`number_gradients`), so the page uses it instead of drawing again (issue 16:
+    drawing was most of rendering a page). A chart saved as HTML without its SVG, or whose HTML holds no
+    spec, is simply not offered."""
+    found = {}
+    for html_file in sorted(folder.glob("*.html")):
+        svg = html_file.with_suffix(".svg")
+        if html_file.stem == folder.name or not svg.is_file():
+            continue
+        try:
+            text = html_file.read_text(encoding="utf-8")
+            at = text.rfind("const spec = ")
+            spec, _ = json.JSONDecoder().raw_decode(text, at + len("const spec = ")) if at >= 0 else (None, 0)
+            if isinstance(spec, dict):
+                found.setdefault(json.dumps(spec, sort_keys=True), svg.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def offline_outputs(nb, drawings: dict[str, str] | None = None) -> tuple[int, int]:
+    """Make every output readable without JavaScript, in place; return (charts drawn, charts not drawn).
+
+    ``drawings``: SVGs already drawn, by canonical spec (:func:`saved_drawings`), used instead of drawing."""
+    drawings = drawings or {}
     drawn = failed = 0
     for cell in nb.cells:
         for out in cell.get("outputs", []):
@@ -65,8 +92,9 @@ def offline_outputs(nb) -> tuple[int, int]:
             text = "".join(text) if isinstance(text, list) else text
             if text and ("vega-embed" in text or "vegaEmbed" in text):
                 spec = altair_spec(text)
+                svg = drawings.get(json.dumps(spec, sort_keys=True)) if spec else None
                 try:
-                    svg = vl_convert.vegalite_to_svg(spec) if spec else None
+                    svg = svg or (vl_convert.vegalite_to_svg(spec) if spec else None)
                 except Exception:  # vl-convert raises ValueError and its own errors on a bad spec
                     svg = None
                 if svg:
@@ -116,9 +144,27 @@ def render_notebook(ipynb: Path) -> Path:
     return rendered
 
 
+_GRADIENT_ID = re.compile(r'(?<=id="gradient_)\d+|(?<=url\(#gradient_)\d+')
+
+
+def number_gradients(page: Path, first: int) -> int:
+    """Number the SVG gradients of a notebook page from ``first`` on, in drawing order; return the next number.
+
+    Vega numbers gradients across every chart drawn in the process, so a page's ids depend on what was
+    drawn before it: pages drawn as their notebooks finish (in any order, while others run) or kept from
+    an earlier run would differ from pages drawn one after the other. Numbered here in notebook order,
+    every page reads as if all were drawn in one go, in name order, whatever happened (issue 16)."""
+    text = page.read_text(encoding="utf-8")
+    ids = sorted({int(m) for m in _GRADIENT_ID.findall(text)})
+    wanted = {old: first + i for i, old in enumerate(ids)}
+    if any(old != new for old, new in wanted.items()):
+        page.write_text(_GRADIENT_ID.sub(lambda m: str(wanted[int(m.group())]), text), encoding="utf-8")
+    return first + len(ids)
+
+
 def _render(ipynb: Path, target: Path) -> Path:
     nb = nbformat.read(ipynb, as_version=4)
-    offline_outputs(nb)
+    offline_outputs(nb, saved_drawings(ipynb.parent))
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     body = _SCRIPT.sub("", body)
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(ipynb.stem)}</title>'
@@ -158,11 +204,13 @@ def section_html(results_root: Path, *, raw: Path | None = None, data_dir: Path 
     raw = Path(raw) if raw else paths.raw_dir()
     data_dir = Path(data_dir) if data_dir else paths.data_dir()
     pages = []
+    gradients = 0
     for ipynb in sorted(results_root.glob("*/*.ipynb")):
         if ipynb.stem != ipynb.parent.name:
             continue
         try:
             page = render_notebook(ipynb)
+            gradients = number_gradients(page, gradients)
         except (OSError, ValueError) as exc:  # an unreadable executed notebook: said, not hidden
             pages.append(f"<li>{_e(ipynb.parent.name)}: not rendered ({_e(exc)})</li>")
             continue

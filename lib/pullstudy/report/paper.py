@@ -18,6 +18,8 @@ full. Macro names hold letters only (LaTeX's rule): digits are spelled out (``ru
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import math
 import re
@@ -29,7 +31,7 @@ import yaml
 
 from pullstudy import paths
 from pullstudy.data.fetch import FETCH_REPORT
-from .output import load_metrics
+from .output import METRICS_FILE, load_metrics, read_metrics
 
 PREFIX = "ps"
 PAPER_DIR = "paper"  # under results/
@@ -176,19 +178,38 @@ def references_bib(data: dict, citation: Path | None = None) -> str:
     return "\n".join(out)
 
 
-def figures(results_root: Path, out: Path) -> list[Path]:
-    """Every saved chart's SVG as a PDF: ``<notebook>-<chart>.pdf``, and the page's own charts by name."""
+def figures(results_root: Path, out: Path, only: str | None = None) -> list[Path]:
+    """Every saved chart's SVG as a PDF: ``<notebook>-<chart>.pdf``, and the page's own charts by name.
+
+    ``only``: the charts of that notebook alone, converted as soon as it has run (``make reproduce``
+    does this while other notebooks still run). A PDF whose SVG is unchanged since it was converted is
+    kept (its key, a SHA-256 of the SVG, the PDF's path and vl-convert's version, in ``<results>/.reproduce-cache/pdf/``):
+    the PDF is a pure function of them, so converting again gives the same figure (issue 16).
+    """
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    sources = [(p, p.stem) for p in sorted(results_root.glob("*.svg"))]
-    for doc in load_metrics(results_root):
+    sources = [] if only else [(p, p.stem) for p in sorted(results_root.glob("*.svg"))]
+    docs = [read_metrics(results_root / only / METRICS_FILE)] if only else load_metrics(results_root)
+    for doc in docs:  # only: that notebook's metrics alone (others may be being written)
         for chart in doc.get("charts") or []:
             sources.append((results_root / doc["notebook"] / f"{chart}.svg", f"{doc['notebook']}-{chart}"))
+    stamps = results_root / ".reproduce-cache" / "pdf"
     for svg, name in sources:
         if not svg.is_file():
             continue  # listed but not written (the notebook stopped): the results page says so
         target = out / f"{name}.pdf"
-        target.write_bytes(vl_convert.svg_to_pdf(svg.read_text()))
+        text = svg.read_text()
+        key = hashlib.sha256(f"{vl_convert.__version__}\n{target.resolve()}\n{text}".encode()).hexdigest()
+        stamp = stamps / f"{name}.key"
+        try:
+            fresh = target.is_file() and stamp.read_text(encoding="utf-8") == key
+        except OSError:
+            fresh = False
+        if not fresh:
+            target.write_bytes(vl_convert.svg_to_pdf(text))
+            with contextlib.suppress(OSError):  # no stamp only means converting again next time
+                stamps.mkdir(parents=True, exist_ok=True)
+                stamp.write_text(key, encoding="utf-8")
         written.append(target)
     return written
 

@@ -16,9 +16,11 @@ A notebook counts as OK only if every cell ran: an interrupted one (Ctrl-C) is l
 "interrupted" and its verdicts are not judged.
 
 Speed (issue 16): the notebooks are independent (each reads the archive and writes only its own folder),
-so ``-j N`` (default: the number of cores) runs N at a time; they start in name order, a failure stops
-any that has not started yet, and the page is built once at the end, so the outputs are those of a
-serial run (tests/test_runner_fast.py). A notebook whose source, parameters, library, environment pins
+so ``-j N`` (default: the number of cores) runs N at a time; they start longest first (by their last
+recorded run time, never-run ones before them, see :func:`start_order`), a failure stops any that has
+not started yet, each notebook's offline page and PDFs are made in its worker as soon as it succeeds,
+and the page is built once at the end, so the outputs are those of a serial run
+(tests/test_runner_fast.py). A notebook whose source, parameters, library, environment pins
 and input data are unchanged since its last successful run is not re-executed (``--force`` re-runs
 it): its key is kept in ``<results>/.reproduce-cache/<stem>.json``.
 """
@@ -243,10 +245,43 @@ def _unchanged(results_root: Path, stem: str, key: str) -> bool:
             and not (out_dir / ERROR_FILE).exists() and not (out_dir / INTERRUPTED_FILE).exists())
 
 
-def _record_success(results_root: Path, stem: str, key: str) -> None:
+def _record_success(results_root: Path, stem: str, key: str, seconds: float) -> None:
     stamp = results_root / CACHE_DIR / f"{stem}.json"
     stamp.parent.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps({"key": key}) + "\n", encoding="utf-8")
+    stamp.write_text(json.dumps({"key": key, "seconds": round(seconds, 3)}) + "\n", encoding="utf-8")
+
+
+def _last_seconds(results_root: Path, stem: str) -> float | None:
+    """How long the notebook's last successful run took, if one is recorded."""
+    try:
+        seconds = json.loads((results_root / CACHE_DIR / f"{stem}.json").read_text(encoding="utf-8")).get("seconds")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(seconds) if isinstance(seconds, (int, float)) else None
+
+
+def start_order(notebooks: Sequence[Path], results_root: Path) -> list[Path]:
+    """The order to start notebooks in: never run (or failed) first, then the longest last time first.
+
+    With N at a time the run ends when the last notebook does; starting the long ones first keeps a
+    long one from starting last while the other workers idle (longest-processing-time scheduling).
+    Name order among equals; only when they start changes, not what they write."""
+    def rank(nb: Path) -> float:
+        seconds = _last_seconds(results_root, nb.stem)
+        return -float("inf") if seconds is None else -seconds
+    return sorted(notebooks, key=rank)
+
+
+def _finish_pages(results_root: Path, stem: str, output_path: Path) -> None:
+    """Right after a notebook succeeds, in its worker: its offline page and its charts as PDFs, which the
+    results page would otherwise build one after the other at the end (issue 16: ~1.5 s a notebook).
+    The final build finds them up to date and keeps them; a failure here is left for it to report."""
+    from . import offline_report, paper
+
+    with contextlib.suppress(OSError, ValueError):
+        offline_report.render_notebook(output_path)
+    with contextlib.suppress(OSError, ValueError):
+        paper.figures(results_root, results_root / "paper" / "figures", only=stem)
 
 
 def default_jobs() -> int:
@@ -269,8 +304,9 @@ def run_notebooks(
     jobs: int | None = None,
     force: bool = False,
 ) -> list[NotebookRun]:
-    """Execute the selected notebooks, ``jobs`` at a time, started in name order; after the first failure
-    no further notebook starts (the failed one is the last in the list; those already running finish).
+    """Execute the selected notebooks, ``jobs`` at a time (one at a time: in name order; more: longest
+    first, see :func:`start_order`); after the first failure no further notebook starts (serially the
+    failed one is the last in the list; those already running finish). The runs are listed in name order.
 
     Each notebook's results folder is emptied first, so nothing from an earlier run can pass for
     a result of this one. Ctrl-C stops the run too: the notebooks running are recorded as interrupted
@@ -341,7 +377,8 @@ def run_notebooks(
         seconds = time.monotonic() - start
         if interrupting.is_set():
             return _interrupted(notebook, output_path, seconds)
-        _record_success(results_root, notebook.stem, key)
+        _record_success(results_root, notebook.stem, key, seconds)
+        _finish_pages(results_root, notebook.stem, output_path)
         say(f"[{i}/{total}] {notebook.stem} OK in {seconds:.1f} s")
         bar.update()
         return NotebookRun(notebook.stem, notebook, output_path, True, seconds)
@@ -373,7 +410,11 @@ def run_notebooks(
                     if not run.ok:
                         break
             else:
-                runs = _run_concurrently(notebooks, jobs, run_one, stop, interrupting, kernels)
+                order = start_order(notebooks, results_root)
+                position = {nb.stem: i for i, nb in enumerate(notebooks, start=1)}
+                done = _run_concurrently(order, jobs, lambda _, nb: run_one(position[nb.stem], nb), stop,
+                                         interrupting, kernels)
+                runs = sorted(done, key=lambda r: position[r.stem])  # reported in name order
         finally:
             bar.close()
     return runs
@@ -382,7 +423,7 @@ def run_notebooks(
 def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threading.Event,
                       interrupting: threading.Event, kernels: list) -> list[NotebookRun]:
     """``run_one`` for each notebook in ``jobs`` worker threads (each notebook is its own kernel process,
-    so threads suffice); the runs in name order. Ctrl-C stops the kernels still running, whose
+    so threads suffice), started in the order given; the runs in that order. Ctrl-C stops the kernels still running, whose
     notebooks are then recorded as interrupted, and is raised again once they are."""
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook")
     futures = [pool.submit(run_one, i, nb) for i, nb in enumerate(notebooks, start=1)]

@@ -113,11 +113,39 @@ def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> di
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     paths = {fmt: directory / f"{name}.{fmt}" for fmt in ("png", "svg", "html")}
-    chart.save(paths["png"], format="png", scale_factor=2)
-    chart.save(paths["svg"], format="svg")
+    # What chart.save does three times, once (issue 16: saving was most of a notebook's time): the spec
+    # is built and validated once, drawn once as SVG, and the PNG rasterised from that SVG, which is what
+    # vl-convert's vegalite_to_png does inside (byte-identical: tests/test_charts_output.py).
+    import vl_convert
+    from altair.utils.save import save
+
+    with alt.data_transformers.enable("default"), alt.data_transformers.disable_max_rows():
+        spec = chart.to_dict(context={"pre_transform": False})  # as altair.utils.save.save builds it
+    built = _Built(spec)
+    versions = {"vega_version": alt.VEGA_VERSION, "vegaembed_version": alt.VEGAEMBED_VERSION,
+                "vegalite_version": alt.VEGALITE_VERSION}
+    save(built, paths["svg"], format="svg", **versions)
+    svg = paths["svg"].read_text(encoding="utf-8")
+    if 'id="gradient_' in svg:
+        # Vega numbers gradients across every drawing in the process, and chart.save drew each chart
+        # twice (PNG, then SVG): a chart with a gradient (a continuous legend) is drawn a second time so
+        # that its ids, and those of the kernel's later charts, stay what they were.
+        save(built, paths["svg"], format="svg", **versions)
+        svg = paths["svg"].read_text(encoding="utf-8")
+    paths["png"].write_bytes(vl_convert.svg_to_png(svg, scale=2, ppi=72))  # altair: scale_factor=2, 72 ppi
     with _cached_javascript_bundle():
-        chart.save(paths["html"], format="html", inline=True)
+        save(built, paths["html"], format="html", inline=True, **versions)
     return paths
+
+
+class _Built:
+    """A chart's spec, built once, in the shape altair.utils.save.save reads (``to_dict``)."""
+
+    def __init__(self, spec: dict) -> None:
+        self._spec = spec
+
+    def to_dict(self, *args, **kwargs) -> dict:
+        return self._spec  # not copied: saving reads it only (the outputs equal chart.save's, tested)
 
 
 def bundle_cache_dir() -> Path:

@@ -337,13 +337,20 @@ def run_comparison(baseline: str, treatment: str, cluster_nodes, *, time: str = 
 
 
 def attach_reruns(c: Comparison, cluster_nodes, *, require_size: bool = False, n_boot: int = 2000,
-                  seed: int = 0, replicate: bool = True) -> str:
+                  seed: int = 0, replicate: bool = True, _nulls: dict | None = None) -> str:
     """Put an archived comparison next to re-runs: its null comparisons (the floor) and its replications.
 
-    Returns Markdown lines for the notebook's account of the data.
+    Returns Markdown lines for the notebook's account of the data. A replication usually has the same
+    same-condition pairs as the comparison it replicates: their null comparisons are computed once for
+    this call and its replications (``_nulls``, by pairs and options; issue 16: 8 of the 15 comparisons
+    of notebook 02 were repeats), each getting its own copy of the table.
     """
     opts = dict(time=c.time, margin=c.margin, n_boot=n_boot, seed=seed, require_size=require_size)
-    c.nulls = null_comparisons(c.baseline, c.treatment, cluster_nodes, **opts)
+    _nulls = {} if _nulls is None else _nulls
+    key = (tuple(noise.applicable_pairs(c.baseline, c.treatment)), repr(cluster_nodes), tuple(sorted(opts.items())))
+    if key not in _nulls:
+        _nulls[key] = null_comparisons(c.baseline, c.treatment, cluster_nodes, **opts)
+    c.nulls = _nulls[key].copy()
     c.floor = noise.floor_from(c.nulls[c.nulls["status"] == "compared"])
     lines = []
     for a, b in (noise.replications(c.baseline, c.treatment) if replicate else []):
@@ -353,7 +360,8 @@ def attach_reruns(c: Comparison, cluster_nodes, *, require_size: bool = False, n
             lines.append(f"* the same change in another round, **{b} vs {a}**, could not be compared: {exc}")
             c.replications_missing.append(f"{b} vs {a} ({str(exc).split(';')[0]})")
             continue
-        attach_reruns(r, cluster_nodes, require_size=require_size, n_boot=n_boot, seed=seed, replicate=False)
+        attach_reruns(r, cluster_nodes, require_size=require_size, n_boot=n_boot, seed=seed, replicate=False,
+                      _nulls=_nulls)
         c.replications.append(r)
         lines.append(f"* the same change in another round: **{b} vs {a}**, {r.effect().text()}")
     lines.append("* " + (c.floor.text() if c.floor else f"{c.floor_note()}: the noise floor is unknown"))
