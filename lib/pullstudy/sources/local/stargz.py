@@ -68,8 +68,11 @@ class StargzSnapshotter(Resource):
     unmounts whatever a crashed daemon left.
     """
 
-    def __init__(self, binary: str | None = None, start_timeout: float = 20.0):
+    def __init__(self, binary: str | None = None, start_timeout: float = 20.0, background_fetch: bool = True):
         self.binary, self.start_timeout = binary, start_timeout
+        # background_fetch=False: only what the container reads is fetched, so the bytes fetched say
+        # how much of the image it needed (the apps workload); True is the snapshotter's default
+        self.background_fetch = background_fetch
         self.process: Process | None = None
         self.tmp: Path | None = None
 
@@ -85,7 +88,11 @@ class StargzSnapshotter(Resource):
     def start(self, root: Path) -> None:
         """Start the daemon with its state under ``root`` and wait until its socket is up."""
         self.socket.unlink(missing_ok=True)
-        self.process = start_process([self.binary, "-address", str(self.socket), "-root", str(root)],
+        config = []
+        if not self.background_fetch:
+            (self.tmp / "config.toml").write_text("no_background_fetch = true\n")
+            config = ["-config", str(self.tmp / "config.toml")]
+        self.process = start_process([self.binary, "-address", str(self.socket), "-root", str(root), *config],
                                      self.tmp / "stargz.log", self.socket.exists, self.start_timeout,
                                      f"{self.binary} did not open {self.socket}", poll_s=0.01)
 
