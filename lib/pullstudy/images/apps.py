@@ -25,6 +25,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
+from pullstudy.records import image_tag
 from .rootfs import DebianStage, FilesStage, build_layers, cache_dir, host_suite
 
 READY = "ready"
@@ -51,9 +52,6 @@ class AppImage:
     def repository(self) -> str:
         return REPOSITORY.format(name=self.name)
 
-    @property
-    def tag(self) -> str:
-        return f"def-{self.definition_hash[:16]}"
 
 
 def _script(path: str, text: str) -> FilesStage:
@@ -153,10 +151,12 @@ def build(name: str, cache=None, log=None) -> BuiltApp:
 
 
 def push(built: BuiltApp, registry: str, *, insecure: bool = True):
-    """Push the built image to ``registry`` as ``pullstudy/app-<name>:def-<hash>`` (crafter's streaming push)."""
+    """Push the built image to ``registry`` as ``pullstudy/app-<name>:<layers>-layers-size-<bytes>-bytes``
+    (the crafter's streaming push). The tag is in the synthetic images' format, so that records of both
+    are read alike; the definition's hash is a label."""
     from .crafter import push_layers
 
     app = built.app
-    return push_layers(registry, app.repository, app.tag, built.layers, command=list(app.command),
+    return push_layers(registry, app.repository, image_tag(len(built.layers), built.tar_bytes), built.layers, command=list(app.command),
                        labels={"org.pullstudy.app": app.name, "org.pullstudy.definition": app.definition_hash},
                        insecure=insecure)

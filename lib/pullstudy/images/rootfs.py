@@ -131,7 +131,7 @@ def build_layers(stages: Sequence[DebianStage | FilesStage], cache: Path | None 
                     link.symlink_to(target)
                 layer = _write_layer(folder, _diff(root, below_root), root, stage.name,
                                      f"mmdebstrap --variant={stage.variant} {stage.suite}: {' '.join(stage.packages)}",
-                                     _installed(root, below_root))
+                                     _installed(root, below_root) or _extracted(stage, root))
             below_root = root
         else:
             layer = _cached(folder)
@@ -199,6 +199,22 @@ def _installed(root: Path, below: Path | None) -> tuple[str, ...]:
                 found.add(f"{name}={line[9:].strip()}")
         return found
     return tuple(sorted(listed(root) - listed(below)))
+
+
+def _extracted(stage: DebianStage, root: Path) -> tuple[str, ...]:
+    """name=version of a stage's packages from their Debian changelogs (an extract stage has no dpkg status)."""
+    import gzip
+    import re
+
+    found = []
+    for name in stage.packages:
+        changelog = root / "usr/share/doc" / name / "changelog.Debian.gz"
+        if changelog.is_file():
+            with gzip.open(changelog, "rt", errors="replace") as f:
+                m = re.match(r"\S+ \(([^)]+)\)", f.readline())
+            if m:
+                found.append(f"{name}={m[1]}")
+    return tuple(found)
 
 
 # --- the difference of two trees -------------------------------------------------------------------
@@ -352,7 +368,9 @@ def _files_layer(folder: Path, stage: FilesStage) -> Layer:
             tmp.write_bytes(data)
             yield info, tmp
     names = ", ".join(p for p, _, _ in stage.files)
-    return _tar_layer(folder, stage.name, f"COPY {names}", members)
+    layer = _tar_layer(folder, stage.name, f"COPY {names}", members)
+    (folder / "file.tmp").unlink(missing_ok=True)
+    return layer
 
 
 def _parents(path: str) -> list[str]:

@@ -57,7 +57,8 @@ def run_container(ctd: Containerd, ref: str, command: Sequence[str], *, ready: s
     loopback only (ctr's default): nothing it does reaches beyond this machine.
     """
     t0 = time.perf_counter()
-    ctd.ctr("containers", "create", "--snapshotter", ctd.snapshotter, ref, name, *command, timeout=timeout_s)
+    # "--": the command's own flags (sh -c) are not ctr's
+    ctd.ctr("containers", "create", "--snapshotter", ctd.snapshotter, "--", ref, name, *command, timeout=timeout_s)
     create_s = time.perf_counter() - t0
     argv = [ctd.ctr_binary, "--address", str(ctd.socket), "--namespace", ctd.namespace, "tasks", "start", name]
     lines: queue.Queue = queue.Queue()

@@ -58,7 +58,7 @@ def local_runs(folder: str | Path | None = None) -> list[catalog.Run]:
 
 
 def _grid_json(grid: local.LocalGrid) -> dict:
-    return json.loads(json.dumps(asdict(grid)))
+    return local.grid_json(grid)
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def plan_run(folder: str | Path, grid: local.LocalGrid, reuse: bool = True) -> R
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         doc = {"error": str(exc)}
-    theirs, ours = doc.get("grid") if isinstance(doc, dict) else None, _grid_json(grid)
+    theirs, ours = local.normal_grid(doc.get("grid")) if isinstance(doc, dict) else None, _grid_json(grid)
     if theirs != ours:
         if not records:
             return RunPlan("measure", "the earlier attempt in the folder recorded nothing")
@@ -113,12 +113,15 @@ def run_name(notebook: str, grid: local.LocalGrid) -> str:
     It ends in a digest of the whole grid: settings the readable part leaves out (rate, delay,
     where the disk is) also get their own folder.
     """
-    sizes = "-".join(f"{s // MB}MB" for s in grid.sizes_bytes)
-    layers = "-".join(map(str, grid.layers))
+    if grid.workload == local.APPS:
+        what = f"apps-{'-'.join(grid.apps)}"
+    else:
+        what = f"{'-'.join(f'{s // MB}MB' for s in grid.sizes_bytes)}_L{'-'.join(map(str, grid.layers))}_" \
+               f"{'-'.join(grid.contents)}"
     snapshotters = "" if grid.snapshotters == ("overlayfs",) else "_" + "-".join(grid.snapshotters)
     digest = hashlib.sha256(json.dumps(_grid_json(grid), sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9._-]", "_",
-                  f"{notebook}_{sizes}_L{layers}_{'-'.join(grid.contents)}_{'-'.join(grid.storage)}_"
+                  f"{notebook}_{what}_{'-'.join(grid.storage)}_"
                   f"{'-'.join(grid.links)}{snapshotters}_r{grid.repetitions}_s{grid.seed}_{digest}")
 
 
