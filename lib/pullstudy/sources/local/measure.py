@@ -73,8 +73,9 @@ from .containerd import Containerd, DiskFull
 from .link import RateLimitedLink
 from .registry_process import Registry
 
-READ_ALL, APPS = "read-all", "apps"
-WORKLOADS = (READ_ALL, APPS)
+SYNTHETIC, APPS = "synthetic", "apps"   # synthetic: crafted images, every file read; apps: real containers
+READ_ALL = SYNTHETIC
+WORKLOADS = (SYNTHETIC, APPS)
 STORAGES = ("disk", "tmpfs")
 LINKS = ("loopback", "rate-limited")
 CONTENTS = ("zeros", "random", "mixed")
@@ -108,7 +109,7 @@ class LocalGrid:
     tmpfs_size: int | None = None   # bytes; default 3 x the largest image + 256 MiB
     disk_dir: str | None = None     # where "disk" puts containerd's root; default a new dir in /var/tmp
     snapshotters: tuple[str, ...] = ("overlayfs",)  # add "stargz" for lazy pulling
-    workload: str = READ_ALL        # read-all: synthetic images, every file read; apps: real containers run
+    workload: str = SYNTHETIC       # synthetic: crafted images, every file read; apps: real containers run
     apps: tuple[str, ...] = ()      # workload=apps: images of pullstudy.images.apps (default: all of them)
 
     def __post_init__(self):

@@ -45,6 +45,35 @@ GRIDS = {
 }
 
 
+# The application images' grid (workload="apps", notebook 04): real containers, eager vs lazy, behind the
+# rate-limited link; the ML image is the largest (~0.6 GB compressed: ~50 s a pull at 100 Mbit/s).
+APP_GRIDS = {
+    "04-image-streaming": {"sizes_bytes": [], "layers": [], "workload": "apps", "storage": ["disk"],
+                           "links": ["rate-limited"], "rate_mbit": 100, "snapshotters": ["overlayfs", "stargz"],
+                           "repetitions": 3},
+}
+
+
+def notebook_grid(notebook: str, params) -> dict | None:
+    """The local grid a notebook's parameters ask for: ``local_grid`` as given, else the notebook's default grid
+    for its ``workload`` (``synthetic`` or ``apps``, with ``local_apps``) at ``link_mbit``; None: the default grid."""
+    if params.get("local_grid") is not None:
+        return params["local_grid"]
+    workload = params.get("workload", local.SYNTHETIC)
+    if workload == local.APPS:
+        if notebook not in APP_GRIDS:
+            raise ValueError(f"{notebook}: workload='apps' is defined for {', '.join(APP_GRIDS)} only")
+        grid = dict(APP_GRIDS[notebook])
+        if params.get("local_apps"):
+            grid["apps"] = list(params["local_apps"])
+    else:
+        grid = dict(GRIDS[notebook])
+    if params.get("link_mbit") is not None:
+        rate = float(params["link_mbit"])  # 100, not 100.0: the grid's digest (its folder) stays that of the default
+        grid["rate_mbit"] = int(rate) if rate.is_integer() else rate
+    return grid if workload == local.APPS or grid != GRIDS[notebook] else None
+
+
 def runs_dir() -> Path:
     """data/runs, or ``PULLSTUDY_RUNS_DIR`` (tests keep their runs out of the project)."""
     return Path(os.environ.get("PULLSTUDY_RUNS_DIR", data_dir() / "runs"))
