@@ -110,11 +110,12 @@ test-fast: $(STAMP)
 test: system data maybe-stargz cite-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: data
+bench: data maybe-stargz
 	$(PY) benchmarks/parse_events.py
 	$(PY) benchmarks/similarity.py
 	$(PY) benchmarks/similarity_scale.py
 	$(PY) benchmarks/reproduce_startup.py
+	$(PY) benchmarks/app_starts.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

@@ -115,3 +115,27 @@ def test_run_container_cleans_up_a_timeout_and_an_early_exit(tmp_path, shell, cl
         assert missing.status == "exited" and "no such file" in missing.output.lower()
         assert containers.leftovers(ctd) == {"tasks": [], "containers": []}
     assert not _shims()
+
+
+@pytest.mark.parametrize("snapshotters", [pytest.param(("overlayfs", "stargz"), marks=LAZY, id="both")])
+def test_the_study_grid_behind_the_shaped_link_leaves_nothing_running_mounted_or_in_a_namespace(
+        tmp_path, monkeypatch, snapshotters, clean_machine):
+    """What `make run ... -p workload=apps` does, with the shell image only: the local source measures the
+    notebook's apps grid (rate-limited link, both snapshotters) and afterwards nothing of it is left."""
+    from pullstudy.sources.local import source as source_local
+
+    monkeypatch.setenv("PULLSTUDY_RUNS_DIR", str(tmp_path))
+    grid = {**source_local.notebook_grid("04-image-streaming", {"workload": "apps", "local_apps": ["shell"],
+                                                                 "link_mbit": 100.0}), "repetitions": 1}
+    mounts, namespaces = _mounts(), _netns()
+    records, folder, report = source_local.measure("04-image-streaming", grid, progress=False)
+    assert len(records) == 2 and (records["run_status"] == "ready").all()
+    assert (records["link"] == "rate-limited").all() and records["link_mbit_measured"].between(50, 110).all()
+    conditions = json.loads((folder / "conditions.json").read_text())
+    lazy = [c for c in conditions if c["snapshotter"] == "stargz"][0]
+    assert lazy["stargz_background_fetch"] is False  # the bytes fetched are what the container read
+    assert not _shims()
+    assert not {m for m in _mounts() - mounts if "pullstudy-" in m or "fuse" in m}
+    assert not {n for n in _netns() - namespaces if n.startswith("pullstudy-")}
+    again = source_local.measure("04-image-streaming", grid, progress=False)
+    assert again[2].startswith("reused")  # a finished run of the grid is not measured again

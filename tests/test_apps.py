@@ -12,9 +12,11 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pullstudy.images import apps, rootfs
+from pullstudy.paths import PROJECT_ROOT
 from pullstudy.sources.local import measure as local
 from pullstudy.sources.local import source as source_local
 
@@ -164,3 +166,109 @@ def test_the_access_log_is_counted_by_request_kind():
         '127.0.0.1 - - [01/Dec/2026:22:41:46 +0000] "GET /v2/a/blobs/sha256:2 HTTP/1.1" 206 50 "" "go"\n').getvalue()
     t = Traffic.parse(log)
     assert (t.requests, t.bytes, t.blob_bytes, t.blob_requests, t.range_requests) == (4, 1550, 1050, 2, 1)
+
+
+# --- the analysis of an apps run (records written here) ----------------------------------------------
+
+def _app_record(seq: int, app: str, snapshotter: str, pull_s: float, run_s: float | None, fraction: float,
+                status: str = "ready", size: int = 50_000_000) -> dict:
+    tag = f"3-layers-size-{size}-bytes"
+    lazy = snapshotter == "stargz"
+    return {
+        "study": "local", "run": "t", "condition": f"storage=disk,link=rate-limited,snapshotter={snapshotter}",
+        "backend": "local", "cluster_nodes": 1, "node": "here",
+        "image": f"10.200.0.2:5000/pullstudy/app-{app}{'-esgz' if lazy else ''}:{tag}", "tag": tag, "layers": 3,
+        "size_bytes": size, "content": app, "image_size_reported": 2000 if lazy else size // 3,
+        "pull_s": pull_s, "pull_wait_s": pull_s, "cache_hit": False,
+        "pulling_at": "2026-12-01T12:00:00+00:00", "pulled_at": "2026-12-01T12:00:01+00:00", "started_at": None,
+        "source": f"raw/records.jsonl:{seq + 1}", "pod": None, "scheduled_at": None, "study_image": True,
+        "fetch_s": None, "unpack_s": None, "read_s": None, "read_bytes": None, "repetition": seq % 4, "sequence": seq,
+        "storage": "disk", "link": "rate-limited", "link_mbit_measured": 95.0, "containerd_version": "1.6.20~ds1",
+        "snapshotter": snapshotter, "root_fstype": "ext4", "root_device": "/dev/x", "workload": "apps",
+        "create_s": 0.05, "run_s": run_s, "run_status": status, "exit_code": 0 if status == "ready" else None,
+        "registry_bytes": int(fraction * 1e6), "registry_blob_bytes": int(fraction * 1e6), "image_blob_bytes": 1_000_000,
+        "fraction_read": fraction,
+    }
+
+
+@pytest.fixture
+def app_run(tmp_path):
+    """ml-torch: eager 10 s pull + 2 s run; lazy 1 s pull + 6 s run reading 40 %; one lazy start timed out."""
+    rows, seq = [], 0
+    for k in range(4):
+        jitter = 1 + k / 100
+        for app, (pe, re, pl, rl) in {"ml-torch": (10, 2, 1, 6), "shell": (0.5, 0.05, 0.1, 0.1)}.items():
+            rows.append(_app_record(seq, app, "overlayfs", pe * jitter, re * jitter, 1.0))
+            rows.append(_app_record(seq + 1, app, "stargz", pl * jitter, rl * jitter, 0.4))
+            seq += 2
+    rows.append(_app_record(seq, "ml-torch", "stargz", 1.0, None, 0.1, status="timeout"))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return local.load_local_run(tmp_path)
+
+
+def test_time_to_useful_work_of_an_app_is_pull_create_and_run(app_run):
+    from pullstudy.studies import local_conditions, local_apps
+
+    work = local_conditions.with_time_to_useful_work(app_run)
+    ready = work["run_status"] == "ready"
+    assert np.allclose(work.loc[ready, "ttuw_s"], (work["pull_s"] + work["create_s"] + work["run_s"])[ready])
+    assert work.loc[~ready, "ttuw_s"].isna().all()  # never ready: no time to useful work
+    starts, excluded = local_apps.ready_starts(app_run)
+    assert len(starts) == 16 and excluded == {
+        "application container did not print its ready line before its timeout (stopped)": 1}
+
+
+def test_the_hellobench_table_compares_eager_and_lazy_per_image(app_run):
+    from pullstudy.studies import local_apps
+
+    table = local_apps.hellobench_table(app_run, n_boot=500)
+    assert list(table["app"]) == ["shell", "ml-torch"]  # catalogue order
+    torch = table.set_index("app").loc["ml-torch"]
+    assert (torch.n_eager, torch.n_lazy) == (4, 4)
+    assert torch.pull_speedup == pytest.approx(10, rel=0.05) and torch.pull_speedup_ci_low > 5
+    assert torch.ttuw_speedup == pytest.approx(12.05 / 7.05, rel=0.05)  # (10+.05+2) / (1+.05+6)
+    assert torch.fraction_read_eager == 1 and torch.fraction_read_lazy == pytest.approx(0.4)
+    rows = local_apps.claim_rows(app_run, table, notebook="04-image-streaming")
+    ml, soci = rows
+    assert ml.claim_id == "streaming-ml" and ml.verdict == "not testable here"
+    assert "reported, not judged" in ml.reason and "95 Mbit/s" in ml.reason and "stargz" in ml.reason
+    assert "ml-torch" in ml.measured and "lazily read 40%" in ml.measured and ml.value == pytest.approx(torch.pull_speedup)
+    assert soci.claim_id == "soci-example" and "not built here" in soci.reason and "2 local application images" in soci.measured
+    from pullstudy.studies import figures
+
+    spec = figures.app_start_chart(table).to_dict()
+    assert spec["title"]["text"].startswith("Time to useful work") and "seconds" in spec["encoding"]["y"]["title"]
+
+
+def test_without_the_ml_image_the_streaming_ml_row_says_why(app_run):
+    from pullstudy.studies import local_apps
+
+    shell_only = app_run[app_run["content"] == "shell"]
+    ml, _ = local_apps.claim_rows(shell_only, local_apps.hellobench_table(shell_only, n_boot=200))
+    assert ml.verdict == "not testable here" and "no ready start of the ML image 'ml-torch'" in ml.reason
+
+
+def test_notebook_04_asks_for_the_apps_grid_by_parameters():
+    from pullstudy.report import parameters
+
+    grid = source_local.notebook_grid("04-image-streaming", {"local_grid": None, "workload": "apps",
+                                                             "local_apps": ["shell"], "link_mbit": 50.0})
+    assert grid["workload"] == "apps" and grid["apps"] == ["shell"] and grid["rate_mbit"] == 50
+    assert set(grid["snapshotters"]) == {"overlayfs", "stargz"}
+    # the synthetic default at the default speed is the default grid itself (same folder as before)
+    assert source_local.notebook_grid("04-image-streaming", {"local_grid": None, "workload": "synthetic",
+                                                             "link_mbit": 100.0}) is None
+    assert source_local.notebook_grid("04-image-streaming", {"local_grid": None, "link_mbit": 20.0})["rate_mbit"] == 20
+    check = dict(parameters.notebook_parameters(PROJECT_ROOT / "notebooks" / "04-image-streaming.ipynb"))
+    assert (check["workload"], check["local_apps"], check["link_mbit"]) == ("synthetic", None, 100.0)
+    with pytest.raises(parameters.ParameterError, match=r"parameter workload='everything' is not allowed"):
+        parameters.check("04-image-streaming", "workload", "everything")
+    with pytest.raises(parameters.ParameterError, match=r"local_apps=\['tensorflow'\]|holds 'tensorflow'"):
+        parameters.check("04-image-streaming", "local_apps", ["tensorflow"])
+    assert parameters.check("04-image-streaming", "local_apps", "shell") == ["shell"]
+    with pytest.raises(parameters.ParameterError, match=r"link_mbit=0"):
+        parameters.check("04-image-streaming", "link_mbit", 0)
+    values = {**check, "local_apps": ["shell"], "workload": "synthetic"}
+    with pytest.raises(parameters.ParameterError, match=r"set workload='apps'"):
+        parameters.validate("04-image-streaming", values)
