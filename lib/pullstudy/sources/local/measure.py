@@ -38,6 +38,15 @@ mounted read-only and every file read once: ``read_s`` (and ``read_bytes``, whic
 image's size). Time to useful work is ``pull_s + read_s``: under overlayfs the files are already on
 local storage (just written, so mostly in the page cache); under stargz the reads fetch them.
 
+Workloads. ``synthetic`` (the default) is the above: crafted images, every file read once. ``apps``
+measures real application images (:mod:`pullstudy.images.apps`, built from Debian packages, cached):
+after each cold pull a container is created and started with ``ctr`` and runc and timed to its ready
+line (:mod:`.containers`): ``create_s``, ``run_s``, ``run_status`` (ready, timeout, exited), and the
+bytes the registry sent during the whole start, from its access log (``registry_bytes``,
+``registry_blob_bytes``), over the pulled image's blob bytes (``image_blob_bytes``): ``fraction_read``.
+The stargz snapshotter then runs without background fetch, so that it fetches only what is read.
+``read_s`` stays empty: the container's own reads are its run.
+
 Out: ``raw/records.jsonl`` (one complete line per pull, flushed as it happens), ``records.csv`` (the
 tidy table), ``conditions.json``, ``run.json`` (a catalog-style entry, see :func:`catalog_entry`).
 An unfinished run can be resumed (``run(..., resume=True)``): its complete records stay, only the
