@@ -24,7 +24,7 @@ from .claims import Verdict
 
 PARTS = ("pull_s", "create_s", "run_s")
 EAGER, LAZY = "overlayfs", "stargz"
-TABLE_COLUMNS = (["app", "image_mb", "n_eager", "n_lazy"]
+TABLE_COLUMNS = (["app", "image_mb", "blob_mb_eager", "blob_mb_lazy", "n_eager", "n_lazy"]
                  + [f"{m}_{side}" for m in (*PARTS, "ttuw_s") for side in ("eager", "lazy")]
                  + ["fraction_read_eager", "fraction_read_lazy"]
                  + [f"{m}_speedup{x}" for m in ("pull", "ttuw") for x in ("", "_ci_low", "_ci_high")])
@@ -59,7 +59,11 @@ def _ratio(base, treat, n_boot: int, seed: int) -> tuple[float, float, float]:
 
 def hellobench_table(records: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Per application image: median pull, create, run and time to useful work, eager and lazy, the
-    fraction of the image read, and the speedups eager/lazy of pull and time to useful work with CIs."""
+    fraction of the image read, and the speedups eager/lazy of pull and time to useful work with CIs.
+
+    ``image_mb``: the image's layers uncompressed (what the container sees); ``blob_mb_*``: the blobs
+    a pull could fetch (gzip for eager, eStargz for lazy, which compresses per chunk and is larger).
+    """
     df, _ = ready_starts(records)
     rows = []
     for app in [a for a in catalogue.CATALOGUE if a in set(df["content"])] + \
@@ -71,6 +75,7 @@ def hellobench_table(records: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0
             for side, key in (("eager", EAGER), ("lazy", LAZY)):
                 row[f"{m}_{side}"] = float(sides[key][m].median()) if len(sides[key]) else math.nan
         for side, key in (("eager", EAGER), ("lazy", LAZY)):
+            row[f"blob_mb_{side}"] = float(sides[key]["image_blob_bytes"].median()) / 1e6 if len(sides[key]) else math.nan
             row[f"fraction_read_{side}"] = float(sides[key]["fraction_read"].median()) if len(sides[key]) else math.nan
         for name, col in (("pull", "pull_s"), ("ttuw", "ttuw_s")):
             row[f"{name}_speedup"], row[f"{name}_speedup_ci_low"], row[f"{name}_speedup_ci_high"] = \
