@@ -131,9 +131,10 @@ def convert_images(registry_host: str, images: list[dict], scratch_parent: str |
             source = f"{registry_host}/{image['repository']}:{image['tag']}"
             target = f"{registry_host}/{lazy_repository(image['repository'])}:{image['tag']}"
             try:
-                ctd.ctr("images", "pull", "--plain-http", source)
-                ctd.ctr("images", "convert", "--estargz", "--oci", source, target, binary=ctr_remote)
-                ctd.ctr("images", "push", "--plain-http", target)
+                # an hour each: converting a GB-sized application image (ml-torch) takes minutes on 2 cores
+                ctd.ctr("images", "pull", "--plain-http", source, timeout=3600)
+                ctd.ctr("images", "convert", "--estargz", "--oci", source, target, binary=ctr_remote, timeout=3600)
+                ctd.ctr("images", "push", "--plain-http", target, timeout=3600)
             except ServiceError as exc:
                 raise ServiceError(f"converting {source} to eStargz failed: {exc}") from exc
             ctd.wipe()  # keep the scratch disk small: one image at a time
