@@ -643,7 +643,7 @@ def _typed_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     # reindex: runs recorded before a column existed (read_s) load with it empty
     df = pd.DataFrame(rows).reindex(columns=LOCAL_COLUMNS)
     typed = typed_records(df[RECORD_COLUMNS])
-    df["workload"] = df["workload"].fillna(READ_ALL)  # runs recorded before workloads existed read every file
+    df["workload"] = df["workload"].astype(object).fillna(READ_ALL)  # runs recorded before workloads: synthetic
     for col in ("fetch_s", "unpack_s", "read_s", "link_mbit_measured", "create_s", "run_s", "fraction_read"):
         typed[col] = df[col].astype("float64")
     for col in ("read_bytes", "repetition", "sequence", "exit_code", "registry_bytes", "registry_blob_bytes",
