@@ -17,7 +17,7 @@ STARGZ_LIB := golang-github-containerd-stargz-snapshotter-dev
 DEBIAN_GOPATH := /usr/share/gocode
 # The Debian packages the tests and the local backend need, each with what shows it is installed (the
 # list tests/conftest.py checks; a test keeps the two in step). `make system` installs the missing ones.
-SYSTEM_PACKAGES := docker-registry containerd iproute2 openssl golang-go $(STARGZ_LIB) stargz-snapshotter chromium
+SYSTEM_PACKAGES := docker-registry containerd iproute2 openssl golang-go $(STARGZ_LIB) stargz-snapshotter chromium mmdebstrap
 
 .PHONY: help system env stargz maybe-stargz data verify-data reproduce run test test-fast lab bench catalog clean distclean
 
@@ -56,6 +56,7 @@ system:
 	test -d $(DEBIAN_GOPATH)/src/github.com/containerd/stargz-snapshotter || need="$$need $(STARGZ_LIB)"; \
 	command -v ctr-remote >/dev/null || need="$$need stargz-snapshotter"; \
 	command -v chromium >/dev/null || need="$$need chromium"; \
+	command -v mmdebstrap >/dev/null || need="$$need mmdebstrap"; \
 	command -v python3.11 >/dev/null || python3 -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null || \
 	  need="$$need python3.11 python3.11-venv"; \
 	test -n "$$need" || exit 0; \
@@ -109,11 +110,12 @@ test-fast: $(STAMP)
 test: system data maybe-stargz cite-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-bench: data
+bench: data maybe-stargz
 	$(PY) benchmarks/parse_events.py
 	$(PY) benchmarks/similarity.py
 	$(PY) benchmarks/similarity_scale.py
 	$(PY) benchmarks/reproduce_startup.py
+	$(PY) benchmarks/app_starts.py
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks $(if $(filter 0,$(shell id -u)),--allow-root)

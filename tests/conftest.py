@@ -31,6 +31,7 @@ SYSTEM_PACKAGES = {
     "golang-github-containerd-stargz-snapshotter-dev": ("/usr/share/gocode/src/github.com/containerd/stargz-snapshotter",),
     "stargz-snapshotter": ("ctr-remote",),
     "chromium": ("chromium",),  # the offline report's browser test (tests/test_report_browser.py)
+    "mmdebstrap": ("mmdebstrap",),  # root filesystems of the application images (pullstudy.images.rootfs)
 }
 CATEGORY_NEEDS = {"registry": ("docker-registry",), "local": ("docker-registry", "containerd", "iproute2")}
 LAZY_PACKAGES = ("golang-go", "golang-github-containerd-stargz-snapshotter-dev", "stargz-snapshotter")

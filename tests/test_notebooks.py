@@ -207,3 +207,53 @@ def test_the_streaming_notebook_measures_eager_and_lazy_pulls_on_this_machine(tm
     assert "streaming-apps" not in metrics["tables"] and "unavailable_app_logs" not in metrics["metrics"]
     run_dir = tmp_path / "runs" / metrics["metrics"]["local_run"]
     assert sum(1 for _ in (run_dir / "raw/records.jsonl").open()) == 2 * 2 * 2
+
+
+@pytest.mark.local
+@pytest.mark.system("docker-registry", "containerd", "iproute2", "golang-go", "mmdebstrap",
+                    "golang-github-containerd-stargz-snapshotter-dev", "stargz-snapshotter")
+def test_the_streaming_notebook_runs_real_application_images_on_this_machine(tmp_path, monkeypatch):
+    """Study 04 with workload="apps" (the shell image only, as CI can build it in seconds): containers start
+    eagerly and lazily, the comparison and the claims rows carry the measurement, and nothing is left behind."""
+    import subprocess
+    from pathlib import Path
+
+    from pullstudy.sources.local import stargz
+    reason = stargz.unavailable_reason()
+    if reason:
+        pytest.skip(f"lazy pulling unavailable here: {reason}")
+
+    def netns() -> set[str]:
+        out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+        return {line.split()[0] for line in out.splitlines() if line.startswith("pullstudy-")}
+
+    def mounts() -> set[str]:
+        return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                if "pullstudy-" in line}
+
+    before_ns, before_mounts = netns(), mounts()
+    monkeypatch.setenv("PULLSTUDY_RUNS_DIR", str(tmp_path / "runs"))
+    runs = run_notebooks(notebooks_dir(), tmp_path / "results", only=["04-image-streaming"], progress=False,
+                         parameters={"backend": "local", "workload": "apps", "local_apps": ["shell"],
+                                     "local_replicates": 1, "link_mbit": 50.0, "n_boot": 200})
+    assert runs[-1].ok, runs[-1].error
+    folder = tmp_path / "results/04-image-streaming"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    rows = {v["claim_id"]: v for v in metrics["verdicts"]}
+    assert set(rows) == {"streaming-ml", "soci-example"}  # the rest: reported, not judged, by default
+    assert all(v["verdict"] == "not testable here" and "reported, not judged" in v["reason"] for v in rows.values())
+    assert "no ready start of the ML image" in rows["streaming-ml"]["reason"]  # ml-torch was not in this grid
+    assert "shell pull" in rows["soci-example"]["measured"]
+    assert "app-starts" in metrics["tables"] and "app-time-to-useful-work" in metrics["charts"]
+    import pandas as pd
+
+    table = pd.read_csv(folder / "app-starts.csv")
+    assert list(table["app"]) == ["shell"] and (table[["n_eager", "n_lazy"]] == 3).all(axis=None)
+    assert table["fraction_read_eager"].item() == 1 and table["fraction_read_lazy"].item() < 1
+    from pullstudy.report.page import write_index
+
+    write_index(tmp_path / "results")  # the results page and claims.csv, as `make run` writes them
+    claims = pd.read_csv(tmp_path / "results" / "claims.csv").set_index("claim_id")
+    assert claims.loc["soci-example", "measured"] == rows["soci-example"]["measured"]
+    assert "reported, not judged" in claims.loc["streaming-synthetic", "reason"]
+    assert netns() == before_ns and mounts() <= before_mounts

@@ -581,3 +581,60 @@ def craft_grid(registry: str, repository: str, grid: Iterable[Sequence], *, prog
             crafted.append(craft(registry, repository.format(content=content), layers=layers, size_bytes=size,
                                  content=content, progress=bar, **options))
     return crafted
+
+
+# --- images of layer blobs on disk (pullstudy.images.apps) ------------------------------------------
+
+def _file_chunks(path, chunk_bytes: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            yield block
+
+
+def push_layers(registry: str, repository: str, tag: str, layers: Sequence, *, command: Sequence[str] = (),
+                labels: dict | None = None, insecure: bool = True, chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+                platform: str | None = None, retry: RetryPolicy = RetryPolicy(),
+                sleep: Callable[[float], None] = time.sleep) -> CraftedImage:
+    """Push layer blobs already on disk (``path``, ``digest``, ``diff_id``, ``size``, ``tar_bytes``,
+    ``created_by`` each, bottom first) as ``registry/repository:tag`` with ``command`` as its Cmd.
+
+    The same streaming push as :func:`craft`: a blob the registry has (HEAD) is not sent again, the
+    rest go in chunks with bounded restarts, the manifest last, read back by tag.
+    """
+    start = time.monotonic()
+    reference = f"{registry}/{repository}:{tag}"
+    client = Client(registry, insecure=insecure, retry=retry, sleep=sleep)
+    reused = 0
+    try:
+        for i, layer in enumerate(layers):
+            if _blob_exists(client, repository, layer.digest, layer.size):
+                reused += 1
+                continue
+            _retrying(f"pushing layer {i + 1} of {len(layers)} ({layer.created_by[:60]}) of {reference}",
+                      lambda layer=layer: _upload_blob(client, repository, _file_chunks(layer.path, chunk_bytes),
+                                                       lambda: layer.digest, chunk_bytes), retry, sleep)
+        os_, arch, variant = parse_platform(platform or host_platform())
+        labels = dict(labels or {})
+        config = {"created": EPOCH, "os": os_, "architecture": arch,
+                  "config": {"Labels": labels, "Cmd": list(command), "WorkingDir": "/",
+                             "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+                  "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in layers]},
+                  "history": [{"created": EPOCH, "created_by": layer.created_by, "comment": "pullstudy apps"}
+                              for layer in layers]}
+        if variant:
+            config["variant"] = variant
+        config_bytes = _canonical(config)
+        manifest = _canonical({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": _push_bytes(client, repository, config_bytes,
+                                                                      f"pushing the config of {reference}",
+                                                                      retry, sleep), "size": len(config_bytes)},
+            "layers": [{"mediaType": OCI_LAYER, "digest": layer.digest, "size": layer.size} for layer in layers],
+            "annotations": labels | {"org.opencontainers.image.created": EPOCH}})
+        digest = _put_manifest(client, repository, tag, manifest, reference)
+    except FetchError as exc:
+        raise CraftError(f"pushing {reference}: {exc}") from None
+    total = sum(layer.tar_bytes for layer in layers)
+    return CraftedImage(reference, tag, repository, digest, len(layers), total, "app",
+                        sum(layer.size for layer in layers), total, tuple(layer.digest for layer in layers),
+                        tuple(layer.diff_id for layer in layers), time.monotonic() - start, reused)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from pullstudy.studies import charts, completeness
-from pullstudy.studies.claims import Verdict, reported_not_judged, verdict_table
+from pullstudy.studies.claims import Verdict, verdict_table, with_reported_not_judged
 
 METRICS_FILE = "metrics.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -213,7 +213,7 @@ class StudyOutput:
         name the ``local_run``) shows its study's claims as reported, not judged, as the results page does.
         """
         self.write()
-        verdicts = self.verdicts or reported_not_judged(self.notebook, self.metrics)
+        verdicts = with_reported_not_judged(self.notebook, self.metrics, self.verdicts)
         table = verdict_table(verdicts)
         return table[table["notebook"] != ""][["claim_id", "claim", "verdict", "measured", "reason"]]
 

@@ -19,7 +19,7 @@ import nbformat
 import pandas as pd
 
 from pullstudy.studies import completeness
-from pullstudy.studies.claims import (VERDICTS, Verdict, reported_not_judged, verdict_table,
+from pullstudy.studies.claims import (VERDICTS, Verdict, verdict_table, with_reported_not_judged,
                                       verdicts_from_dicts)
 from .output import METRICS_FILE, load_metrics
 from pullstudy.studies.uncertainty_figures import how_sure_html
@@ -281,7 +281,7 @@ def collect_verdict_table(results_root: str | Path) -> pd.DataFrame:
         directory = Path(m["path"]).parent
         reason = _not_judged_reason(directory.name, _executed_status(directory)["status"])
         if reason is None:  # a local run records no verdict: its study's claims say why
-            verdicts.extend(found or reported_not_judged(directory.name, m["metrics"]))
+            verdicts.extend(with_reported_not_judged(directory.name, m["metrics"], found))
         else:
             claim_ids = dict.fromkeys(v.claim_id for v in found)
             verdicts.extend(Verdict(c, "not testable here", reason, notebook=directory.name) for c in claim_ids)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+from pullstudy.images.apps import CATALOGUE as APP_CATALOGUE
+
 # Fewer resamples than this make a "95% CI" meaningless (n_boot=1 gives a zero-width interval).
 MIN_BOOT = 200
 SET_BY_RUNNER = ("output_dir", "notebook")  # every notebook has them; fixed or set by the runner, not by users
@@ -124,6 +126,9 @@ SPECS: dict[str, dict[str, Param]] = {
         "apps_claimed_speedup": SPEEDUP, "wall_time": Param(str, choices=("fluxstart_s", "fluxsubmit_s")),
         "equivalence_margin": MARGIN, "n_boot": N_BOOT, "seed": SEED, "backend": BACKEND_KUBE, "local_grid": GRID,
         "local_replicates": REPLICATES,
+        "workload": Param(str, choices=("synthetic", "apps")),
+        "local_apps": Param(str, many=True, none=True, choices=tuple(APP_CATALOGUE)),
+        "link_mbit": Param(float, above=0, maximum=100_000, why="a link of this machine, in Mbit/s"),
     },
     "05-layer-similarity": {
         "sets": Param(str, many=True, lookup="set"),
@@ -168,6 +173,13 @@ def _recorded_needs_kube(values: dict) -> str | None:
     return None
 
 
+def _apps_need_the_apps_workload(values: dict) -> str | None:
+    if values.get("local_apps") and values.get("workload") != "apps":
+        return (f"local_apps={values['local_apps']!r} names application images but workload={values['workload']!r}: "
+                "set workload='apps', or local_apps=None")
+    return None
+
+
 def _range_ordered(values: dict) -> str | None:
     low, high = values["claimed_speedup_range"]
     return None if low <= high else f"claimed_speedup_range={[low, high]!r} must be [low, high] with low <= high"
@@ -195,7 +207,8 @@ CROSS: dict[str, list[Callable[[dict], str | None]]] = {
     "02-registry-proximity": [_distinct("baseline_run", "treatment_run"), _recorded_needs_kube],
     "03-local-ssd": [_distinct("baseline_run", "treatment_run"), _recorded_needs_kube],
     "04-image-streaming": [_distinct("baseline_run", "treatment_run"),
-                           _distinct("apps_baseline_run", "apps_treatment_run"), _range_ordered, _recorded_needs_kube],
+                           _distinct("apps_baseline_run", "apps_treatment_run"), _range_ordered,
+                           _apps_need_the_apps_workload, _recorded_needs_kube],
     "05-layer-similarity": [_spack_among_sets],
     "07-cluster-scale": [_recorded_needs_kube],
 }

@@ -41,8 +41,10 @@ def arms(backend: str, notebook: str, params: Mapping[str, Any]) -> tuple[Record
         if notebook not in LOCAL_CONDITIONS:
             raise ValueError(f"{notebook}: no local comparison is defined (known: {', '.join(LOCAL_CONDITIONS)}); "
                              "use backend='archive'")
+        from pullstudy.sources.local.source import notebook_grid
+
         field_, base, treat, _ = LOCAL_CONDITIONS[notebook]
-        opts = dict(grid=params.get("local_grid"), replicates=int(params.get("local_replicates", 1)))
+        opts = dict(grid=notebook_grid(notebook, params), replicates=int(params.get("local_replicates", 1)))
         return (LocalSource(notebook, where={field_: base}, **opts),
                 LocalSource(notebook, where={field_: treat}, **opts))
     if backend == "kube":  # a run recorded on a live cluster (treatment_run="kube/<name>") against an archived one

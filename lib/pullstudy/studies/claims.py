@@ -280,6 +280,12 @@ def verdict_table(verdicts: Iterable[Verdict]) -> pd.DataFrame:
     return table
 
 
+def with_reported_not_judged(notebook: str, metrics: dict, verdicts: list[Verdict]) -> list[Verdict]:
+    """``verdicts`` and, for a notebook that measured locally, its study's other claims as reported, not judged."""
+    have = {v.claim_id for v in verdicts}
+    return list(verdicts) + [v for v in reported_not_judged(notebook, metrics) if v.claim_id not in have]
+
+
 def reported_not_judged(notebook: str, metrics: dict) -> list[Verdict]:
     """For a notebook that measured locally (its metrics name the ``local_run``) or analysed a run recorded
     by the kube backend (``recorded_run``): each claim of its study as "not testable here", saying that

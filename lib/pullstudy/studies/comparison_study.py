@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from . import local_apps
 from .claims import CLAIMS, Verdict
 from .noise import judge_pair
 from .pulls import load_sources
@@ -147,7 +148,12 @@ class ComparisonStudy:
                                              label="time-to-useful-work-", margin=o["margin"], n_boot=o["n_boot"],
                                              seed=o["seed"], replicates=self.local_records[1:])
         shown = []
+        apps = local_apps.is_apps_run(records)
         for content, work_c in work_by_content.items():
+            if apps:  # application images: their pull, create and run are shown per image in their own section
+                shown.append(_md(f"**{content}, time to useful work (pull + create + run to ready):** "
+                                 + overall_text(work_c)))
+                continue
             shown.append(_md(f"**{content} content, time to useful work:** " + overall_text(work_c)))
             shown.append(self.out.chart(pull_and_read_chart(records[records["content"] == content],
                                                             title=f"Where the time goes, {content} content: pull, "

@@ -12,8 +12,14 @@ from . import compare, noise
 from pullstudy.records import analysable_pulls
 
 def with_time_to_useful_work(records: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``ttuw_s``: the pull plus reading every file once (what a container waits before its data is there)."""
-    return records.assign(ttuw_s=records["pull_s"] + records["read_s"])
+    """Adds ``ttuw_s``: the pull plus reading every file once (what a container waits before its data is there);
+    for an application image (workload apps), the pull plus creating and running the container to its ready
+    line (empty when it never got ready)."""
+    work = records["pull_s"] + records["read_s"]
+    if "run_s" in records and "workload" in records:
+        apps = (records["workload"] == "apps").fillna(False).astype(bool)
+        work = work.where(~apps, records["pull_s"] + records["create_s"] + records["run_s"])
+    return records.assign(ttuw_s=work)
 
 
 def condition_pulls(records: pd.DataFrame, time: str = "pull_s", **where) -> pd.DataFrame:

@@ -240,11 +240,31 @@ class StreamingAppsStudy:
     def __init__(self, backend: str, params: Mapping, out):
         self.backend, self.params, self.out = backend, dict(params), out
         self.available = backend == "archive"
+        # local mode with workload="apps": real application images measured here stand in this section
+        self.local_apps = backend == "local" and self.params.get("workload") == "apps"
         self.base, self.treat = self.params.get("apps_baseline_run"), self.params.get("apps_treatment_run")
         self.nodes = self.params.get("apps_cluster_nodes")
         self.report, self.pulls, self.app_runs, self.table = "", {}, None, None
+        self.local_table, self.local_records = None, None
         if self.available:
             self._load()
+        elif self.local_apps:
+            self._load_local()
+
+    def _load_local(self) -> None:
+        from pullstudy import sources
+        from . import local_apps
+
+        baseline, _ = sources.arms("local", self.out.notebook, self.params)
+        loaded = baseline.load(None, time="pull_s")
+        self.local_records, self.report = loaded.run_records, loaded.report
+        _, excluded = local_apps.ready_starts(self.local_records)
+        for reason, count in excluded.items():
+            self.out.excluded(reason, count)
+        self.excluded_text = ("; ".join(f"{r}: {c}" for r, c in excluded.items())
+                              or "every container printed its ready line")
+        self.local_table = self.out.table(local_apps.hellobench_table(self.local_records, n_boot=self.params["n_boot"],
+                                                                      seed=self.params["seed"]), "app-starts")
 
     def _load(self) -> None:
         from .pulls import load_for_analysis
@@ -268,23 +288,34 @@ class StreamingAppsStudy:
 
     def overview(self) -> list:
         """What was read and left out of the application runs' events and logs."""
+        if self.local_apps:
+            return [_md(self.report), _md(f"Cold starts left out: {self.excluded_text}.")]
         return [_md(self.report), _md(self.logs_text)] if self.available else self._absent()
 
     def per_app(self) -> list:
         """Per application (and pooled): pull time, wall time and time to useful work, with speedups."""
+        if self.local_apps:  # HelloBench-style: eager vs lazy pull, create, run, time to useful work, fraction read
+            from .local_apps import summary_text
+
+            return [_md(summary_text(self.local_table)), self.local_table.round(3)]
         if not self.available:
             return self._absent()
         return [self.table[self.table["scope"] != "cluster"][APP_COLUMNS].round(2)]
 
     def chart(self) -> list:
-        from .figures import time_to_work_chart
+        from .figures import app_start_chart, time_to_work_chart
 
+        if self.local_apps:
+            return [self.out.chart(app_start_chart(self.local_table), "app-time-to-useful-work")]
         return [self.out.chart(time_to_work_chart(self.table), "time-to-useful-work")] if self.available else []
 
     def verdict(self) -> list:
         """Claim ``streaming-apps``: the pull-time effect over apps with its cluster-level interval, floor, other round."""
         from . import compare
 
+        if self.local_apps:
+            return [_md("**streaming-apps**: local measurement (reported, not judged: not a verdict on the upstream "
+                        "claim, which concerns spack-built images on GKE); the images above are this machine's.")]
         if not self.available:
             return self._absent()
         p = self.params
@@ -300,7 +331,16 @@ class StreamingAppsStudy:
         return [_md(reruns), _md(f"**streaming-apps: {v.verdict}** — {v.reason}.")]
 
     def claims_without_data(self) -> list:
-        """Claims on images no archived run pulled (``streaming-ml``, ``soci-example``): not testable here."""
+        """Claims on images no archived run pulled (``streaming-ml``, ``soci-example``): not testable here;
+        in local mode with the application images, what the local data shows (reported, not judged)."""
+        if self.local_apps:
+            from .local_apps import claim_rows
+
+            shown = []
+            for v in claim_rows(self.local_records, self.local_table, notebook=self.out.notebook):
+                v = self.out.verdict(v, runs=[])
+                shown.append(_md(f"**{v.claim_id}: {v.verdict}** — {v.measured or 'no measurement'}. Why: {v.reason}."))
+            return shown
         if not self.available:
             return self._absent()
         archived = {r.id for r in catalog.load()}

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from pullstudy.sources.local.lifecycle import (Process, Resource, ServiceError, _empty_dir, binary_version,
@@ -93,6 +94,8 @@ class Containerd(Resource):
                                      self.start_timeout, f"containerd did not answer on {self.socket}")
 
     def stop(self) -> None:
+        if self.process and self.process.alive():
+            self._reap()
         if self.process:
             self.process.stop()
         if self.remote:
@@ -100,6 +103,22 @@ class Containerd(Resource):
         for point in mounts_under(self.root_dir) + (mounts_under(self.tmp) if self.tmp else []):
             if point != os.path.realpath(self.root_dir):  # the caller's mount (a tmpfs) stays
                 unmount(point)
+
+    def _reap(self) -> None:
+        """Kill and delete every task and container still there (a run stopped midway): their shims
+        run in process groups of their own and would outlive containerd."""
+        try:
+            listing = self._run_ctr(["tasks", "ls"], 10).stdout.splitlines()[1:]
+            for task in [line.split()[0] for line in listing if line.strip()]:
+                self._run_ctr(["tasks", "kill", "--signal", "SIGKILL", task], 10)
+                for _ in range(50):
+                    if self._run_ctr(["tasks", "delete", task], 10).returncode == 0:
+                        break
+                    time.sleep(0.1)
+            for name in self._run_ctr(["containers", "ls", "-q"], 10).stdout.split():
+                self._run_ctr(["containers", "delete", name], 10)
+        except ServiceError:
+            pass  # containerd not answering: its stop below takes what it can
 
     def wipe(self) -> None:
         """A real cold start: stop, delete root (content, snapshots, metadata) and state, start."""

@@ -38,6 +38,15 @@ mounted read-only and every file read once: ``read_s`` (and ``read_bytes``, whic
 image's size). Time to useful work is ``pull_s + read_s``: under overlayfs the files are already on
 local storage (just written, so mostly in the page cache); under stargz the reads fetch them.
 
+Workloads. ``synthetic`` (the default) is the above: crafted images, every file read once. ``apps``
+measures real application images (:mod:`pullstudy.images.apps`, built from Debian packages, cached):
+after each cold pull a container is created and started with ``ctr`` and runc and timed to its ready
+line (:mod:`.containers`): ``create_s``, ``run_s``, ``run_status`` (ready, timeout, exited), and the
+bytes the registry sent during the whole start, from its access log (``registry_bytes``,
+``registry_blob_bytes``), over the pulled image's blob bytes (``image_blob_bytes``): ``fraction_read``.
+The stargz snapshotter then runs without background fetch, so that it fetches only what is read.
+``read_s`` stays empty: the container's own reads are its run.
+
 Out: ``raw/records.jsonl`` (one complete line per pull, flushed as it happens), ``records.csv`` (the
 tidy table), ``conditions.json``, ``run.json`` (a catalog-style entry, see :func:`catalog_entry`).
 An unfinished run can be resumed (``run(..., resume=True)``): its complete records stay, only the
@@ -64,20 +73,27 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from pullstudy.data import catalog
+from pullstudy.images import apps as catalogue
 from pullstudy.records import RECORD_COLUMNS, decode_tag, typed_records
-from . import stargz
+from . import containers, stargz
 from .lifecycle import (Cleanup, ConditionUnavailable, ScratchDir, ServiceError, Tmpfs, mount, mount_of,
                         require_binary, unmount)
 from .containerd import Containerd, DiskFull
 from .link import RateLimitedLink
 from .registry_process import Registry
 
+SYNTHETIC, APPS = "synthetic", "apps"   # synthetic: crafted images, every file read; apps: real containers
+READ_ALL = SYNTHETIC
+WORKLOADS = (SYNTHETIC, APPS)
 STORAGES = ("disk", "tmpfs")
 LINKS = ("loopback", "rate-limited")
 CONTENTS = ("zeros", "random", "mixed")
 SNAPSHOTTERS = ("overlayfs", stargz.SNAPSHOTTER)
 EXTRA_COLUMNS = ["fetch_s", "unpack_s", "read_s", "read_bytes", "repetition", "sequence", "storage", "link",
-                 "link_mbit_measured", "containerd_version", "snapshotter", "root_fstype", "root_device"]
+                 "link_mbit_measured", "containerd_version", "snapshotter", "root_fstype", "root_device",
+                 # workload=apps: the container's create and run (to its ready line), what it fetched
+                 "workload", "create_s", "run_s", "run_status", "exit_code", "registry_bytes", "registry_blob_bytes",
+                 "image_blob_bytes", "fraction_read"]
 LOCAL_COLUMNS = RECORD_COLUMNS + EXTRA_COLUMNS
 MiB = 1024 * 1024
 
@@ -102,9 +118,11 @@ class LocalGrid:
     tmpfs_size: int | None = None   # bytes; default 3 x the largest image + 256 MiB
     disk_dir: str | None = None     # where "disk" puts containerd's root; default a new dir in /var/tmp
     snapshotters: tuple[str, ...] = ("overlayfs",)  # add "stargz" for lazy pulling
+    workload: str = SYNTHETIC       # synthetic: crafted images, every file read; apps: real containers run
+    apps: tuple[str, ...] = ()      # workload=apps: images of pullstudy.images.apps (default: all of them)
 
     def __post_init__(self):
-        for name in ("sizes_bytes", "layers", "contents", "storage", "links", "snapshotters"):
+        for name in ("sizes_bytes", "layers", "contents", "storage", "links", "snapshotters", "apps"):
             value = getattr(self, name)
             object.__setattr__(self, name, tuple([value] if isinstance(value, (int, str)) else value))
         checks = [(self.contents, CONTENTS, "contents"), (self.storage, STORAGES, "storage"),
@@ -113,13 +131,24 @@ class LocalGrid:
             bad = set(values) - set(allowed)
             if bad or not values:
                 raise ValueError(f"{what} must be a non-empty subset of {allowed}, got {values}")
-        if not self.sizes_bytes or min(self.sizes_bytes) <= 0 or not self.layers or min(self.layers) < 1:
+        if self.workload not in WORKLOADS:
+            raise ValueError(f"workload must be one of {WORKLOADS}, got {self.workload!r}")
+        if self.workload == APPS:
+            object.__setattr__(self, "apps", self.apps or catalogue.DEFAULT_APPS)
+            for name in self.apps:
+                catalogue.get(name)  # an unknown name: ValueError naming the catalogue
+        elif self.apps:
+            raise ValueError(f"apps={self.apps} needs workload='apps' (the synthetic workload crafts its images)")
+        if self.workload == READ_ALL and (not self.sizes_bytes or min(self.sizes_bytes) <= 0 or not self.layers
+                                          or min(self.layers) < 1):
             raise ValueError("sizes_bytes must be positive and layers at least 1")
         if self.repetitions < 1:
             raise ValueError("repetitions must be at least 1")
 
     def images(self) -> list[dict]:
-        """Every image of the grid (content, layers, size), each with its own seed."""
+        """Every image of the grid (content, layers, size), each with its own seed; or its application images."""
+        if self.workload == APPS:
+            return [{"app": name, "content": name} for name in self.apps]
         combos = [(c, n, s) for c in self.contents for n in self.layers for s in self.sizes_bytes]
         return [{"content": c, "layers": n, "size_bytes": s, "seed": self.seed + i} for i, (c, n, s) in enumerate(combos)]
 
@@ -140,6 +169,7 @@ class Condition:
     containerd: Containerd | None = field(default=None, repr=False)
     registry_host: str | None = None
     link_mbit_measured: float | None = None
+    registry: Registry | None = field(default=None, repr=False)  # the one serving registry_host (its access log)
 
     @property
     def name(self) -> str:
@@ -284,10 +314,12 @@ def _craft_all(craft: Callable, registry: Registry, grid: LocalGrid, progress: b
     return images
 
 
-def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Condition]:
-    """Start what each condition needs; a condition this machine cannot provide is marked, not faked."""
+def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry, largest: int) -> list[Condition]:
+    """Start what each condition needs; a condition this machine cannot provide is marked, not faked.
+
+    ``largest``: the largest image's bytes (uncompressed), which sizes a tmpfs.
+    """
     stores: dict[tuple[str, str], tuple[Containerd | None, str | None, dict]] = {}
-    largest = max(grid.sizes_bytes)
     for storage in grid.storage:
         try:
             if storage == "tmpfs":  # overlayfs holds content + snapshots, stargz its cache of fetched chunks
@@ -303,23 +335,29 @@ def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Cond
             continue
         for snap in grid.snapshotters:
             try:
-                remote = stack.enter_context(stargz.StargzSnapshotter()) if snap == stargz.SNAPSHOTTER else None
+                # apps: no background fetch, so that the bytes fetched are what the container read
+                remote = stack.enter_context(stargz.StargzSnapshotter(background_fetch=grid.workload != APPS)) \
+                    if snap == stargz.SNAPSHOTTER else None
                 ctd = stack.enter_context(Containerd(base / f"containerd-{snap}", snapshotter=snap,
                                                      remote_snapshotter=remote))
                 details = {"root_fstype": ctd.root_fstype, "root_device": ctd.root_device}
                 if remote:
                     details["stargz_snapshotter"] = remote.version
+                    details["stargz_background_fetch"] = remote.background_fetch
                 stores[(storage, snap)] = (ctd, None, details)
             except ConditionUnavailable as exc:
                 stores[(storage, snap)] = (None, exc.reason, {})
     links: dict[str, tuple[str | None, float | None, str | None, dict]] = {}
+    serving: dict[str, Registry] = {}
     for link in grid.links:
         if link == "loopback":
             links[link] = (registry.host, None, None, {"registry": registry.url})
+            serving[link] = registry
             continue
         try:
             shaped = stack.enter_context(RateLimitedLink(grid.rate_mbit, grid.delay_ms))
             twin = stack.enter_context(Registry(netns=shaped, storage_dir=registry.storage_dir, readonly=True))
+            serving[link] = twin
             measured = shaped.measure(min(8 * MiB, max(2 * MiB, int(grid.rate_mbit * 1e6 / 8 * 0.5))))
             links[link] = (twin.host, measured, None, {
                 "registry": twin.url, "link_mbit_configured": grid.rate_mbit, "netns": shaped.netns,
@@ -334,7 +372,7 @@ def _provide(stack: ExitStack, grid: LocalGrid, registry: Registry) -> list[Cond
                 host, measured, l_reason, l_details = links[link]
                 reasons = [r for r in (s_reason, l_reason) if r]
                 conditions.append(Condition(storage, link, snap, not reasons, "; ".join(reasons) or None,
-                                            {**s_details, **l_details}, ctd, host, measured))
+                                            {**s_details, **l_details}, ctd, host, measured, serving.get(link)))
     return conditions
 
 
@@ -353,7 +391,7 @@ def _record(name: str, image: dict, cond: Condition, timing: PullTiming, read: t
         "repetition": rep, "sequence": seq,
         "storage": cond.storage, "link": cond.link, "link_mbit_measured": cond.link_mbit_measured,
         "containerd_version": versions["containerd"], "snapshotter": ctd.snapshotter,
-        "root_fstype": ctd.root_fstype, "root_device": ctd.root_device,
+        "root_fstype": ctd.root_fstype, "root_device": ctd.root_device, "workload": READ_ALL,
     }
 
 
@@ -361,6 +399,19 @@ def _write_json(path: Path, doc) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     tmp.replace(path)
+
+
+def grid_json(grid: LocalGrid) -> dict:
+    """The grid as run.json records it; the workload fields only when not the default, so that runs
+    recorded before they existed keep their names and are reused."""
+    return normal_grid(json.loads(json.dumps(asdict(grid))))
+
+
+def normal_grid(doc):
+    """A recorded grid without the workload fields at their defaults (how :func:`grid_json` records it)."""
+    if not isinstance(doc, dict):
+        return doc
+    return {k: v for k, v in doc.items() if not (k == "workload" and v == READ_ALL or k == "apps" and not v)}
 
 
 def _run_entry(name: str, grid: LocalGrid, machine: dict, versions: dict, conditions: list[Condition],
@@ -380,9 +431,63 @@ def _run_entry(name: str, grid: LocalGrid, machine: dict, versions: dict, condit
         "description": f"local backend: {len(grid.sizes_bytes)} sizes x {len(grid.layers)} layer counts x "
                        f"{len(grid.contents)} contents, {grid.repetitions} cold pulls each, per condition",
         "node_counts": [1], "files": files,
-        "status": status, "machine": machine, "versions": versions, "grid": asdict(grid),
-        "conditions": [c.to_json() for c in conditions], **extra,
+        "status": status, "machine": machine, "versions": versions,
+        "conditions": [c.to_json() for c in conditions], "grid": grid_json(grid), **extra,
     }
+
+
+def _build_apps(registry: Registry, grid: LocalGrid, progress: bool) -> list[dict]:
+    """Build (or take from the cache) and push every application image of the grid."""
+    images = []
+    bar = tqdm(grid.apps, desc="application images", unit="image", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        try:
+            built = catalogue.build(name, log=bar.write if progress else None)
+            pushed = catalogue.push(built, registry.host)
+        except Exception as exc:
+            raise LocalRunError(f"building or pushing the application image {name!r} failed: {exc}; "
+                                "no pull was measured, no record written") from exc
+        app = built.app
+        images.append({"app": name, "content": name, "repository": app.repository, "tag": pushed.tag,
+                       "layers": len(built.layers), "size_bytes": built.tar_bytes,
+                       "compressed_bytes": pushed.compressed_bytes, "blob_bytes": blob_total(registry.host,
+                                                                                             app.repository, pushed.tag),
+                       "command": list(app.command), "ready": app.ready, "timeout_s": app.timeout_s,
+                       "built": built.built, "definition": app.definition_hash})
+    return images
+
+
+def blob_total(host: str, repository: str, tag: str) -> int:
+    """Bytes of the image's blobs (config and layers) as the registry holds them: what an eager pull fetches."""
+    from .lifecycle import http_session
+
+    with http_session() as session:
+        response = session.get(f"http://{host}/v2/{repository}/manifests/{tag}", timeout=30,
+                               headers={"Accept": "application/vnd.oci.image.manifest.v1+json, "
+                                                  "application/vnd.docker.distribution.manifest.v2+json"})
+    if response.status_code != 200:
+        raise ServiceError(f"the manifest of {host}/{repository}:{tag} is not there (HTTP {response.status_code})")
+    manifest = response.json()
+    return int(manifest["config"]["size"]) + sum(int(layer["size"]) for layer in manifest["layers"])
+
+
+def _app_pull(name: str, image: dict, cond: Condition, ref: str, lazily: bool, rep: int, seq: int,
+              versions: dict) -> dict:
+    """A cold pull, then a container of the image started and timed to its ready line, and the bytes it cost."""
+    ctd = cond.containerd
+    mark = cond.registry.traffic_mark()  # the pull wipes containerd first: cold every time
+    timing = (lazy_pull if lazily else cold_pull)(ctd, ref)
+    run = containers.run_container(ctd, ref, image["command"], ready=image["ready"], timeout_s=image["timeout_s"])
+    traffic = cond.registry.traffic_since(mark)
+    record = _record(name, image, cond, timing, (None, None), rep, seq, ref, versions)
+    blobs = image["lazy_blob_bytes"] if lazily else image["blob_bytes"]
+    record.update(workload=APPS, create_s=run.create_s, run_s=run.run_s, run_status=run.status,
+                  exit_code=run.exit_code, registry_bytes=traffic.bytes, registry_blob_bytes=traffic.blob_bytes,
+                  image_blob_bytes=blobs, fraction_read=traffic.blob_bytes / blobs if blobs else None)
+    if not run.ready:
+        record["run_output"] = run.output
+    return record
 
 
 def _pull_key(repetition, condition: str, content: str, tag: str) -> tuple:
@@ -409,8 +514,12 @@ def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], f
                 repository = stargz.lazy_repository(image["repository"]) if lazily else image["repository"]
                 ref = f"{cond.registry_host}/{repository}:{image['tag']}"
                 try:
-                    timing = (lazy_pull if lazily else cold_pull)(cond.containerd, ref)
-                    read = read_image(cond.containerd)
+                    if grid.workload == APPS:
+                        record = _app_pull(name, image, cond, ref, lazily, rep, counter[0], versions)
+                    else:
+                        timing = (lazy_pull if lazily else cold_pull)(cond.containerd, ref)
+                        read = read_image(cond.containerd)
+                        record = _record(name, image, cond, timing, read, rep, counter[0], ref, versions)
                 except DiskFull as exc:
                     raise LocalRunError(f"disk full under condition {cond.name} (containerd root "
                                         f"{cond.containerd.root_dir}, {cond.containerd.root_fstype}) while pulling "
@@ -418,7 +527,7 @@ def _pull_all(grid: LocalGrid, images: list[dict], available: list[Condition], f
                                         f"tmpfs_size / a disk_dir with room. ({exc})") from exc
                 except ServiceError as exc:
                     raise LocalRunError(f"pull of {ref} under condition {cond.name} failed: {exc}") from exc
-                _append(fd, _record(name, image, cond, timing, read, rep, counter[0], ref, versions))
+                _append(fd, record)
                 counter[0] += 1
                 bar.update()
 
@@ -485,8 +594,13 @@ def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = Tru
         with ExitStack() as stack:
             registry = stack.enter_context(Registry())
             versions["registry"] = registry.version
-            images = _craft_all(craft, registry, grid, progress)
-            conditions = _provide(stack, grid, registry)
+            if grid.workload == APPS:
+                images = _build_apps(registry, grid, progress)
+                largest = max(i["size_bytes"] for i in images)
+            else:
+                images = _craft_all(craft, registry, grid, progress)
+                largest = max(grid.sizes_bytes)
+            conditions = _provide(stack, grid, registry, largest)
             _write_json(out / "conditions.json", [c.to_json() for c in conditions])
             available = [c for c in conditions if c.available]
             if not available:
@@ -501,6 +615,9 @@ def run(grid: LocalGrid, out_dir: str | Path, *, name: str, progress: bool = Tru
                     stargz.convert_images(registry.host, images, grid.disk_dir, progress)
                 except ServiceError as exc:
                     raise LocalRunError(f"{exc}; no pull was measured, no record written") from exc
+                for image in images:
+                    image["lazy_blob_bytes"] = blob_total(registry.host, stargz.lazy_repository(image["repository"]),
+                                                          image["tag"])
             status("running")
             stack.enter_context(Cleanup(interrupted, f"status of run {name}"))
             _pull_all(grid, images, available, fd, name, versions, progress, counter, done)
@@ -526,11 +643,14 @@ def _typed_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     # reindex: runs recorded before a column existed (read_s) load with it empty
     df = pd.DataFrame(rows).reindex(columns=LOCAL_COLUMNS)
     typed = typed_records(df[RECORD_COLUMNS])
-    for col in ("fetch_s", "unpack_s", "read_s", "link_mbit_measured"):
+    df["workload"] = df["workload"].astype(object).fillna(READ_ALL)  # runs recorded before workloads: synthetic
+    for col in ("fetch_s", "unpack_s", "read_s", "link_mbit_measured", "create_s", "run_s", "fraction_read"):
         typed[col] = df[col].astype("float64")
-    for col in ("read_bytes", "repetition", "sequence"):
-        typed[col] = pd.array(df[col].tolist(), dtype="Int64")
-    for col in ("storage", "link", "containerd_version", "snapshotter", "root_fstype", "root_device"):
+    for col in ("read_bytes", "repetition", "sequence", "exit_code", "registry_bytes", "registry_blob_bytes",
+                "image_blob_bytes"):
+        typed[col] = pd.array([None if pd.isna(v) else int(v) for v in df[col].tolist()], dtype="Int64")
+    for col in ("storage", "link", "containerd_version", "snapshotter", "root_fstype", "root_device", "workload",
+                "run_status"):
         typed[col] = df[col].astype("string")
     return typed[LOCAL_COLUMNS]
 

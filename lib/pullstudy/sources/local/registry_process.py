@@ -5,10 +5,12 @@ OCI *client* (:mod:`pullstudy.images.oci`), which talks to any registry.
 """
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import requests
@@ -18,6 +20,33 @@ from pullstudy.sources.local.lifecycle import (PortInUse, Process, Resource, Ser
                                                check_port_free, free_port, http_session, require_binary,
                                                require_root)
 from pullstudy.sources.local.link import RateLimitedLink
+
+
+_ACCESS = re.compile(r'"(?P<method>[A-Z]+) (?P<path>\S+) HTTP/[\d.]+" (?P<status>\d{3}) (?P<bytes>\d+|-)')
+
+
+@dataclass
+class Traffic:
+    """What a registry sent, from its access log (combined log format: one line per answered request)."""
+
+    requests: int = 0
+    bytes: int = 0          # response bodies, every request
+    blob_bytes: int = 0     # response bodies of GET .../blobs/... (layers and configs, whole or ranges)
+    blob_requests: int = 0
+    range_requests: int = 0  # 206 answers: a lazy pull's partial reads
+
+    @classmethod
+    def parse(cls, text: str) -> "Traffic":
+        t = cls()
+        for m in _ACCESS.finditer(text):
+            n = 0 if m["bytes"] == "-" else int(m["bytes"])
+            t.requests += 1
+            t.bytes += n
+            if m["method"] == "GET" and "/blobs/" in m["path"]:
+                t.blob_bytes += n
+                t.blob_requests += 1
+                t.range_requests += m["status"] == "206"
+        return t
 
 
 class Registry(Resource):
@@ -86,7 +115,8 @@ class Registry(Resource):
         raise ServiceError(f"docker-registry could not bind a free port on {self.bind} in 3 attempts")
 
     def _config(self) -> dict:
-        return {"version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": True}},
+        # the access log (one line per request, with the bytes sent) is how pulls count what they fetched
+        return {"version": 0.1, "log": {"level": "warn", "accesslog": {"disabled": False}},
                 "storage": {"filesystem": {"rootdirectory": str(self.storage_dir)}, "delete": {"enabled": True},
                             "maintenance": {"uploadpurging": {"enabled": False},
                                             "readonly": {"enabled": self.readonly}}},
@@ -104,6 +134,28 @@ class Registry(Resource):
             return False
         finally:
             session.close()
+
+    def traffic_mark(self) -> int:
+        """Where the access log ends now: pass it to :meth:`traffic_since`."""
+        return self.process.log_path.stat().st_size if self.process and self.process.log_path.exists() else 0
+
+    def traffic_since(self, mark: int, settle_s: float = 0.3) -> "Traffic":
+        """The requests the registry answered since ``mark`` and the body bytes it sent.
+
+        A request is logged when its answer is complete, so the log is read until it has stopped
+        growing for ``settle_s``.
+        """
+        path, size, stable_since = self.process.log_path, -1, time.monotonic()
+        while True:
+            now = path.stat().st_size
+            if now != size:
+                size, stable_since = now, time.monotonic()
+            elif time.monotonic() - stable_since >= settle_s:
+                break
+            time.sleep(0.05)
+        with open(path, "rb") as f:
+            f.seek(mark)
+            return Traffic.parse(f.read().decode(errors="replace"))
 
     def _close(self) -> None:
         if self.process:

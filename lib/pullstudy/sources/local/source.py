@@ -45,6 +45,35 @@ GRIDS = {
 }
 
 
+# The application images' grid (workload="apps", notebook 04): real containers, eager vs lazy, behind the
+# rate-limited link; the ML image is the largest (~0.6 GB compressed: ~50 s a pull at 100 Mbit/s).
+APP_GRIDS = {
+    "04-image-streaming": {"sizes_bytes": [], "layers": [], "workload": "apps", "storage": ["disk"],
+                           "links": ["rate-limited"], "rate_mbit": 100, "snapshotters": ["overlayfs", "stargz"],
+                           "repetitions": 3},
+}
+
+
+def notebook_grid(notebook: str, params) -> dict | None:
+    """The local grid a notebook's parameters ask for: ``local_grid`` as given, else the notebook's default grid
+    for its ``workload`` (``synthetic`` or ``apps``, with ``local_apps``) at ``link_mbit``; None: the default grid."""
+    if params.get("local_grid") is not None:
+        return params["local_grid"]
+    workload = params.get("workload", local.SYNTHETIC)
+    if workload == local.APPS:
+        if notebook not in APP_GRIDS:
+            raise ValueError(f"{notebook}: workload='apps' is defined for {', '.join(APP_GRIDS)} only")
+        grid = dict(APP_GRIDS[notebook])
+        if params.get("local_apps"):
+            grid["apps"] = list(params["local_apps"])
+    else:
+        grid = dict(GRIDS[notebook])
+    if params.get("link_mbit") is not None:
+        rate = float(params["link_mbit"])  # 100, not 100.0: the grid's digest (its folder) stays that of the default
+        grid["rate_mbit"] = int(rate) if rate.is_integer() else rate
+    return grid if workload == local.APPS or grid != GRIDS[notebook] else None
+
+
 def runs_dir() -> Path:
     """data/runs, or ``PULLSTUDY_RUNS_DIR`` (tests keep their runs out of the project)."""
     return Path(os.environ.get("PULLSTUDY_RUNS_DIR", data_dir() / "runs"))
@@ -58,7 +87,7 @@ def local_runs(folder: str | Path | None = None) -> list[catalog.Run]:
 
 
 def _grid_json(grid: local.LocalGrid) -> dict:
-    return json.loads(json.dumps(asdict(grid)))
+    return local.grid_json(grid)
 
 
 @dataclass(frozen=True)
@@ -90,7 +119,7 @@ def plan_run(folder: str | Path, grid: local.LocalGrid, reuse: bool = True) -> R
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         doc = {"error": str(exc)}
-    theirs, ours = doc.get("grid") if isinstance(doc, dict) else None, _grid_json(grid)
+    theirs, ours = local.normal_grid(doc.get("grid")) if isinstance(doc, dict) else None, _grid_json(grid)
     if theirs != ours:
         if not records:
             return RunPlan("measure", "the earlier attempt in the folder recorded nothing")
@@ -113,12 +142,15 @@ def run_name(notebook: str, grid: local.LocalGrid) -> str:
     It ends in a digest of the whole grid: settings the readable part leaves out (rate, delay,
     where the disk is) also get their own folder.
     """
-    sizes = "-".join(f"{s // MB}MB" for s in grid.sizes_bytes)
-    layers = "-".join(map(str, grid.layers))
+    if grid.workload == local.APPS:
+        what = f"apps-{'-'.join(grid.apps)}"
+    else:
+        what = f"{'-'.join(f'{s // MB}MB' for s in grid.sizes_bytes)}_L{'-'.join(map(str, grid.layers))}_" \
+               f"{'-'.join(grid.contents)}"
     snapshotters = "" if grid.snapshotters == ("overlayfs",) else "_" + "-".join(grid.snapshotters)
     digest = hashlib.sha256(json.dumps(_grid_json(grid), sort_keys=True).encode()).hexdigest()[:8]
     return re.sub(r"[^A-Za-z0-9._-]", "_",
-                  f"{notebook}_{sizes}_L{layers}_{'-'.join(grid.contents)}_{'-'.join(grid.storage)}_"
+                  f"{notebook}_{what}_{'-'.join(grid.storage)}_"
                   f"{'-'.join(grid.links)}{snapshotters}_r{grid.repetitions}_s{grid.seed}_{digest}")
 
 

@@ -68,8 +68,11 @@ class StargzSnapshotter(Resource):
     unmounts whatever a crashed daemon left.
     """
 
-    def __init__(self, binary: str | None = None, start_timeout: float = 20.0):
+    def __init__(self, binary: str | None = None, start_timeout: float = 20.0, background_fetch: bool = True):
         self.binary, self.start_timeout = binary, start_timeout
+        # background_fetch=False: only what the container reads is fetched, so the bytes fetched say
+        # how much of the image it needed (the apps workload); True is the snapshotter's default
+        self.background_fetch = background_fetch
         self.process: Process | None = None
         self.tmp: Path | None = None
 
@@ -85,7 +88,11 @@ class StargzSnapshotter(Resource):
     def start(self, root: Path) -> None:
         """Start the daemon with its state under ``root`` and wait until its socket is up."""
         self.socket.unlink(missing_ok=True)
-        self.process = start_process([self.binary, "-address", str(self.socket), "-root", str(root)],
+        config = []
+        if not self.background_fetch:
+            (self.tmp / "config.toml").write_text("no_background_fetch = true\n")
+            config = ["-config", str(self.tmp / "config.toml")]
+        self.process = start_process([self.binary, "-address", str(self.socket), "-root", str(root), *config],
                                      self.tmp / "stargz.log", self.socket.exists, self.start_timeout,
                                      f"{self.binary} did not open {self.socket}", poll_s=0.01)
 
@@ -124,9 +131,10 @@ def convert_images(registry_host: str, images: list[dict], scratch_parent: str |
             source = f"{registry_host}/{image['repository']}:{image['tag']}"
             target = f"{registry_host}/{lazy_repository(image['repository'])}:{image['tag']}"
             try:
-                ctd.ctr("images", "pull", "--plain-http", source)
-                ctd.ctr("images", "convert", "--estargz", "--oci", source, target, binary=ctr_remote)
-                ctd.ctr("images", "push", "--plain-http", target)
+                # an hour each: converting a GB-sized application image (ml-torch) takes minutes on 2 cores
+                ctd.ctr("images", "pull", "--plain-http", source, timeout=3600)
+                ctd.ctr("images", "convert", "--estargz", "--oci", source, target, binary=ctr_remote, timeout=3600)
+                ctd.ctr("images", "push", "--plain-http", target, timeout=3600)
             except ServiceError as exc:
                 raise ServiceError(f"converting {source} to eStargz failed: {exc}") from exc
             ctd.wipe()  # keep the scratch disk small: one image at a time
