@@ -220,8 +220,10 @@ def verdict_streaming_apps(table: pd.DataFrame, *, claimed: float = 15.0, compar
 APP_COLUMNS = ["scope", "app", "pull_wait_s_baseline", "pull_wait_s_treatment", "pull_wait_speedup",
                "pull_wait_speedup_ci_low", "pull_wait_speedup_ci_high", "wall_s_baseline", "wall_s_treatment",
                "ttuw_s_baseline", "ttuw_s_treatment", "ttuw_speedup", "ttuw_speedup_ci_low", "ttuw_speedup_ci_high"]
-NO_APP_RUNS = ("The application runs exist only in the archive (backend `{backend}` measures synthetic images): "
-               "this section, and the verdicts on the application claims, need `backend=\"archive\"`.")
+NO_APP_RUNS = ("The application runs exist only in the archive (backend `{backend}` {measures}): this section, and "
+               "the verdicts on the application claims, need `backend=\"archive\"`"
+               " (or, on this machine, `backend=\"local\"` with `workload=\"apps\"`).")
+_MEASURES = {"local": "measured synthetic images here", "kube": "compares the images a live cluster pulled"}
 
 
 def _md(text: str):
@@ -284,7 +286,7 @@ class StreamingAppsStudy:
                                "streaming-apps")
 
     def _absent(self) -> list:
-        return [_md(NO_APP_RUNS.format(backend=self.backend))]
+        return [_md(NO_APP_RUNS.format(backend=self.backend, measures=_MEASURES.get(self.backend, "")))]
 
     def overview(self) -> list:
         """What was read and left out of the application runs' events and logs."""
