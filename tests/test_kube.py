@@ -248,6 +248,7 @@ def test_sigterm_deletes_what_the_run_created_and_keeps_the_events(runs, fake, t
 # ---------------------------------------------------------------------------------------- notebook 03, no token
 
 
+@pytest.mark.notebooks
 def test_recorded_run_through_notebook_03_against_an_archived_run_leaks_no_token(runs, fake, tmp_path, capfd):
     cfg = kubeconfig(tmp_path / "kubeconfig", fake.url, TOKEN)
     folder = run.run(_params(cfg), progress=True)
@@ -306,6 +307,7 @@ def test_a_recorded_run_needs_backend_kube_in_every_pull_time_notebook(runs, fak
                                    base=PROJECT_ROOT / "notebooks")["backend"] == "kube"
 
 
+@pytest.mark.notebooks
 def test_a_recorded_run_through_notebooks_01_04_07_is_reported_not_judged(runs, fake, tmp_path, capfd):
     """backend="kube" in studies 01, 04 and 07: the recorded run analysed like an archived one, beside one."""
     import pandas as pd

@@ -219,6 +219,7 @@ def test_a_sandbox_doi_is_looked_up_on_the_sandbox(monkeypatch):
     assert zenodo.records_api("10.5072/zenodo.5") == "http://127.0.0.1:8000/api"
 
 
+@pytest.mark.notebooks
 def test_the_bundle_of_make_archive_restores_the_whole_data_folder(tmp_path):
     """Acceptance: `make archive` on this machine's data/raw, served as a record, then `make data DOI=…` in
     an empty clone's data/ restores every file the bundle has, `make verify-data` passes there, and a study
