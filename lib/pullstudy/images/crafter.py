@@ -515,14 +515,8 @@ def craft(registry: str, repository: str, *, layers: int, size_bytes: int, conte
                               bar.update if bar is not None else _ignore) for s in specs]
         labels = _labels(content, seed, mixed_ratio, shared_layers, level, layers, size_bytes)
         config = _config(specs, [p.diff_id for p in pushed], labels, platform or host_platform())
-        manifest = _canonical({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _push_bytes(client, repository, config,
-                                                                      f"pushing the config of {reference}",
-                                                                      retry, sleep), "size": len(config)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": p.digest, "size": p.size} for p in pushed],
-            "annotations": labels | {"org.opencontainers.image.created": EPOCH}})
-        digest = _put_manifest(client, repository, tag, manifest, reference)
+        digest = _push_config_and_manifest(client, repository, tag, reference, config,
+                                           [(p.digest, p.size) for p in pushed], labels, retry, sleep)
     except FetchError as exc:  # the client's own bounded retries gave up (HEAD, manifest)
         raise CraftError(f"crafting {reference}: {exc}") from None
     finally:
@@ -532,6 +526,20 @@ def craft(registry: str, repository: str, *, layers: int, size_bytes: int, conte
                         sum(p.size for p in pushed), sum(s.tar_bytes for s in specs),
                         tuple(p.digest for p in pushed), tuple(p.diff_id for p in pushed),
                         time.monotonic() - start, sum(p.reused for p in pushed))
+
+
+def _push_config_and_manifest(client: Client, repository: str, tag: str, reference: str, config: bytes,
+                              layers: Sequence[tuple[str, int]], labels: dict, retry: RetryPolicy, sleep) -> str:
+    """The last steps of every push: the config blob, then the OCI manifest naming it and the layers
+    ((digest, size), bottom first), put by tag and read back; returns the manifest digest."""
+    manifest = _canonical({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": _push_bytes(client, repository, config,
+                                                                  f"pushing the config of {reference}",
+                                                                  retry, sleep), "size": len(config)},
+        "layers": [{"mediaType": OCI_LAYER, "digest": digest, "size": size} for digest, size in layers],
+        "annotations": labels | {"org.opencontainers.image.created": EPOCH}})
+    return _put_manifest(client, repository, tag, manifest, reference)
 
 
 def _ignore(_: int) -> None:
@@ -623,15 +631,8 @@ def push_layers(registry: str, repository: str, tag: str, layers: Sequence, *, c
                               for layer in layers]}
         if variant:
             config["variant"] = variant
-        config_bytes = _canonical(config)
-        manifest = _canonical({
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": _push_bytes(client, repository, config_bytes,
-                                                                      f"pushing the config of {reference}",
-                                                                      retry, sleep), "size": len(config_bytes)},
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer.digest, "size": layer.size} for layer in layers],
-            "annotations": labels | {"org.opencontainers.image.created": EPOCH}})
-        digest = _put_manifest(client, repository, tag, manifest, reference)
+        digest = _push_config_and_manifest(client, repository, tag, reference, _canonical(config),
+                                           [(layer.digest, layer.size) for layer in layers], labels, retry, sleep)
     except FetchError as exc:
         raise CraftError(f"pushing {reference}: {exc}") from None
     total = sum(layer.tar_bytes for layer in layers)
