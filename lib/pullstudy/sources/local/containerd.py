@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pullstudy.sources.local.lifecycle import (Process, Resource, ServiceError, _empty_dir, binary_version,
                                                child_env, mount_of, mounts_under, require_binary,
-                                               require_root, start_process, unmount)
+                                               require_root, start_process, stop_then_remove, unmount)
 
 
 class CtrError(ServiceError):
@@ -167,11 +167,7 @@ class Containerd(Resource):
     def _close(self) -> None:
         for proc in list(self._inflight):  # a ctr interrupted by a signal
             proc.kill()
-        try:
-            self.stop()
-        finally:
-            if self.tmp:
-                shutil.rmtree(self.tmp, ignore_errors=True)
+        stop_then_remove(self.stop, self.tmp)
 
     def __repr__(self) -> str:
         return f"Containerd(root={self.root_dir})"

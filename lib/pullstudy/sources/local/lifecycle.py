@@ -263,6 +263,15 @@ class Resource:
         raise NotImplementedError
 
 
+def stop_then_remove(stop, scratch: Path | None) -> None:
+    """A daemon's close: stop it, then delete its scratch folder (socket, state, log) even if stopping failed."""
+    try:
+        stop()
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
 class Cleanup(Resource):
     """Run ``action`` once: on exit, or from the signal handlers / atexit if the process is stopped."""
 

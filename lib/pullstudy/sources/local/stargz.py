@@ -27,7 +27,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .lifecycle import (ConditionUnavailable, Process, Resource, ScratchDir, ServiceError, binary_version,
-                        require_binary, require_root, start_process)
+                        require_binary, require_root, start_process, stop_then_remove)
 from .containerd import Containerd
 
 SNAPSHOTTER = "stargz"
@@ -102,11 +102,7 @@ class StargzSnapshotter(Resource):
             self.process = None
 
     def _close(self) -> None:
-        try:
-            self.stop()
-        finally:
-            if self.tmp:
-                shutil.rmtree(self.tmp, ignore_errors=True)
+        stop_then_remove(self.stop, self.tmp)
 
     def __repr__(self) -> str:
         return f"StargzSnapshotter({self.binary})"
