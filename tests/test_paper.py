@@ -3,24 +3,20 @@ and `make reproduce` (pullstudy.report.runner) writes them."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 from pathlib import Path
 
 import altair as alt
-import nbformat
 import pandas as pd
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
 from pullstudy.report import paper
 from pullstudy.studies.claims import Verdict
 from pullstudy.data.fetch import FETCH_REPORT
 from pullstudy.paths import PROJECT_ROOT
-from pullstudy.report.runner import main
 from pullstudy.report.output import StudyOutput, load_metrics
+from notebook_support import run_quietly, write_notebook
 
 MACRO = re.compile(r"^\\newcommand\{\\([A-Za-z]+)\}\{(.*)\}$")
 
@@ -169,21 +165,13 @@ def test_tex_number_never_uses_an_exponent():
 @pytest.mark.notebooks
 def test_reproduce_writes_results_paper(tmp_path):
     """The one call at the end of `make reproduce`: a notebook's metrics become numbers.tex."""
-    nbdir = tmp_path / "notebooks"
-    nbdir.mkdir()
-    nb = new_notebook(cells=[new_code_cell(
-        "from pullstudy.studies.claims import Verdict\nfrom pullstudy.report.output import StudyOutput\n"
-        "out = StudyOutput('01-ok', output_dir)\n"
-        "out.verdict(Verdict('size-growth', 'supported', 'slope > 0', value=6.5, ci_low=5.0, ci_high=8.0, unit='s/GB', n=9))\n"
-        "out.write()")])
-    nb.cells[0].metadata["tags"] = []
-    nb.cells.insert(0, new_code_cell('output_dir = ""'))
-    nb.cells[0].metadata["tags"] = ["parameters"]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, nbdir / "01-ok.ipynb")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main(["--notebooks", str(nbdir), "--results", str(tmp_path / "results"), "--no-progress"])
-    assert code == 0, err.getvalue()
+    write_notebook(tmp_path / "notebooks" / "01-ok.ipynb",
+                   "from pullstudy.studies.claims import Verdict\nfrom pullstudy.report.output import StudyOutput\n"
+                   "out = StudyOutput('01-ok', output_dir)\n"
+                   "out.verdict(Verdict('size-growth', 'supported', 'slope > 0', value=6.5, ci_low=5.0, ci_high=8.0, "
+                   "unit='s/GB', n=9))\n"
+                   "out.write()")
+    run_quietly(tmp_path / "notebooks", tmp_path / "results")
     tex = (tmp_path / "results" / "paper" / "numbers.tex").read_text()
     assert "\\newcommand{\\psSizeGrowth}{6.50}" in tex and "\\newcommand{\\psSizeGrowthN}{9}" in tex
     assert (tmp_path / "results" / "paper" / "references.bib").exists()

@@ -10,24 +10,21 @@ validator runs with ``--offline``.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import subprocess
 from pathlib import Path
 
-import nbformat
 import pytest
 import requests
 import urllib3
-from nbformat.v4 import new_code_cell, new_notebook
 from requests_cache import CachedSession
 
 from pullstudy.report import provenance
 from pullstudy.data.fetch import FETCH_REPORT
 from pullstudy.paths import PROJECT_ROOT
-from pullstudy.report.runner import main
+from notebook_support import run_quietly, write_notebook
 
 pytestmark = pytest.mark.notebooks
 VALIDATOR = PROJECT_ROOT / ".venv" / "bin" / "rocrate-validator"
@@ -66,22 +63,14 @@ def validate(crate_dir: Path, cache: Path) -> dict:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("prov")
-    nbdir = root / "notebooks"
-    nbdir.mkdir()
-    params = new_code_cell('output_dir = ""\nthreshold = 1.0')
-    params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell(
-        "import pandas as pd\nfrom pullstudy.studies.claims import Verdict\nfrom pullstudy.report.output import StudyOutput\n"
-        "out = StudyOutput('01-ok', output_dir)\n"
-        "out.table(pd.DataFrame({'image': ['a'], 'speedup': [1.1]}), 'speedup-per-image')\n"
-        "out.verdict(Verdict('ssd-speedup', 'partly supported', 'inside the noise floor', value=1.11, n=336))\n"
-        "out.write()")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, nbdir / "01-ok.ipynb")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main(["--notebooks", str(nbdir), "--results", str(root / "results"), "--no-progress",
-                     "-p", "threshold=2.5"])
-    assert code == 0, err.getvalue()
+    write_notebook(root / "notebooks" / "01-ok.ipynb",
+                   "import pandas as pd\nfrom pullstudy.studies.claims import Verdict\n"
+                   "from pullstudy.report.output import StudyOutput\n"
+                   "out = StudyOutput('01-ok', output_dir)\n"
+                   "out.table(pd.DataFrame({'image': ['a'], 'speedup': [1.1]}), 'speedup-per-image')\n"
+                   "out.verdict(Verdict('ssd-speedup', 'partly supported', 'inside the noise floor', value=1.11, n=336))\n"
+                   "out.write()", parameters='output_dir = ""\nthreshold = 1.0')
+    run_quietly(root / "notebooks", root / "results", "-p", "threshold=2.5")
     return root / "results", _seed_cache(root / "roc-cache")
 
 

@@ -8,8 +8,6 @@ so an empty record means the report made none.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 import subprocess
 import threading
@@ -18,11 +16,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_notebook
 
-from pullstudy.report.runner import main
+from notebook_support import run_quietly, write_notebook
 
 pytestmark = [pytest.mark.system("chromium"), pytest.mark.notebooks]
 
@@ -119,29 +115,21 @@ def report(tmp_path_factory) -> Path:
     """make reproduce's page for one real notebook: an Altair chart (whose notebook output loads vega from a
     CDN), a table, metrics and a verdict."""
     root = tmp_path_factory.mktemp("report")
-    nbdir = root / "notebooks"
-    nbdir.mkdir()
-    params = new_code_cell('output_dir = ""')
-    params.metadata["tags"] = ["parameters"]
-    nb = new_notebook(cells=[params, new_code_cell(
-        "import altair as alt, pandas as pd\n"
-        "from pullstudy.studies.claims import Verdict\nfrom pullstudy.report.output import StudyOutput\n"
-        "out = StudyOutput('03-local-ssd', output_dir)\n"
-        "df = pd.DataFrame({'image': ['1.2 GB', '19 GB'], 'speedup': [1.04, 1.2]})\n"
-        "chart = alt.Chart(df, title='Speedup per image').mark_bar().encode(\n"
-        "    x=alt.X('image:N', title='image size'), y=alt.Y('speedup:Q', title='speedup (x)'))\n"
-        "out.chart(chart, 'speedup')\n"
-        "out.table(df, 'speedup-per-image')\n"
-        "out.metric('overall_speedup', {'ratio': 1.11, 'ci_low': 1.09, 'ci_high': 1.2})\n"
-        "out.verdict(Verdict('ssd-speedup', 'partly supported', 'inside the noise floor', value=1.11, ci_low=1.09,\n"
-        "                    ci_high=1.2, unit='x', n=336))\n"
-        "out.write()\n"
-        "chart"), new_code_cell("df")])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, nbdir / "03-local-ssd.ipynb")
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
-        code = main(["--notebooks", str(nbdir), "--results", str(root / "results"), "--no-progress"])
-    assert code == 0, err.getvalue()
+    write_notebook(root / "notebooks" / "03-local-ssd.ipynb",
+                   "import altair as alt, pandas as pd\n"
+                   "from pullstudy.studies.claims import Verdict\nfrom pullstudy.report.output import StudyOutput\n"
+                   "out = StudyOutput('03-local-ssd', output_dir)\n"
+                   "df = pd.DataFrame({'image': ['1.2 GB', '19 GB'], 'speedup': [1.04, 1.2]})\n"
+                   "chart = alt.Chart(df, title='Speedup per image').mark_bar().encode(\n"
+                   "    x=alt.X('image:N', title='image size'), y=alt.Y('speedup:Q', title='speedup (x)'))\n"
+                   "out.chart(chart, 'speedup')\n"
+                   "out.table(df, 'speedup-per-image')\n"
+                   "out.metric('overall_speedup', {'ratio': 1.11, 'ci_low': 1.09, 'ci_high': 1.2})\n"
+                   "out.verdict(Verdict('ssd-speedup', 'partly supported', 'inside the noise floor', value=1.11, ci_low=1.09,\n"
+                   "                    ci_high=1.2, unit='x', n=336))\n"
+                   "out.write()\n"
+                   "chart", "df")
+    run_quietly(root / "notebooks", root / "results")
     executed = (root / "results" / "03-local-ssd" / "03-local-ssd.ipynb").read_text()
     assert "cdn.jsdelivr.net" in executed, "the notebook's own chart output should load vega from a CDN"
     return root / "results"

@@ -15,13 +15,14 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from pullstudy.studies.claims import CLAIMS
 from pullstudy.report.runner import main, parse_parameters, run_notebooks, select_notebooks
 from pullstudy.report.page import write_index
+from notebook_support import KERNELSPEC
 
 pytestmark = pytest.mark.notebooks
 
 
 def _write(path: Path, *cells) -> Path:
     nb = new_notebook(cells=list(cells))
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nbformat.write(nb, path)
     return path
 

@@ -12,6 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from pullstudy import paths
 from pullstudy.report.runner import main, run_notebooks
+from notebook_support import KERNELSPEC
 
 pytestmark = pytest.mark.notebooks
 
@@ -48,7 +49,7 @@ def _write(path: Path, *sources: str) -> Path:
     cells = [new_code_cell(s) for s in sources]
     cells[0].metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nbformat.write(nb, path)
     return path
 
