@@ -22,7 +22,8 @@ not started yet, each notebook's offline page and PDFs are made in its worker as
 and the page is built once at the end, so the outputs are those of a serial run
 (tests/test_runner_fast.py). A notebook whose source, parameters, library, environment pins
 and input data are unchanged since its last successful run is not re-executed (``--force`` re-runs
-it): its key is kept in ``<results>/.reproduce-cache/<stem>.json``.
+it): its key is kept in ``<results>/.reproduce-cache/<stem>.json``. Kernels are forked from a process that
+has imported what the notebooks import (:mod:`pullstudy.report.warm_kernels`; ``--cold-kernels``: not).
 """
 from __future__ import annotations
 
@@ -163,13 +164,20 @@ def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseEx
     )
 
 
-def _kernel_manager(log_path: Path, started: list | None = None) -> type:
+def _kernel_manager(log_path: Path, started: list | None = None, server=None) -> type:
     """A kernel manager whose kernel writes its own stderr (kernel logging, not cell output) to
     ``log_path``: on Ctrl-C the kernel is shut down mid-cell and logs a ZMQ traceback, which must not
-    reach the terminal; the log stays in the results folder for debugging."""
+    reach the terminal; the log stays in the results folder for debugging. With a
+    :class:`~pullstudy.report.warm_kernels.WarmKernelServer`, the kernel is forked by it."""
     from jupyter_client.manager import AsyncKernelManager
 
     class LoggedKernelManager(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw: Any):
+            from . import warm_kernels
+
+            warm_kernels.use_server(self, server)
+            return await super()._async_pre_start_kernel(**kw)
+
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
             with open(log_path, "ab") as log:  # the kernel process keeps its own copy
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
@@ -179,14 +187,14 @@ def _kernel_manager(log_path: Path, started: list | None = None) -> type:
     return LoggedKernelManager
 
 
-def _engine_options(log_path: Path, started: list | None = None) -> dict[str, Any]:
+def _engine_options(log_path: Path, started: list | None = None, server=None) -> dict[str, Any]:
     """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
     "running over TCP without encryption" warning out of the logs. The kernel's stderr goes to
     ``log_path``."""
     import zmq
     from traitlets.config import Config
 
-    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, started)}
+    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, started, server)}
     if zmq.has("curve"):
         options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
     return options
@@ -303,6 +311,7 @@ def run_notebooks(
     check_values: bool = True,
     jobs: int | None = None,
     force: bool = False,
+    warm: bool = True,
 ) -> list[NotebookRun]:
     """Execute the selected notebooks, ``jobs`` at a time (one at a time: in name order; more: longest
     first, see :func:`start_order`); after the first failure no further notebook starts (serially the
@@ -311,6 +320,8 @@ def run_notebooks(
     Each notebook's results folder is emptied first, so nothing from an earlier run can pass for
     a result of this one. Ctrl-C stops the run too: the notebooks running are recorded as interrupted
     (``reproduce-interrupted.txt`` in their folder). Unchanged notebooks are skipped unless ``force``.
+    With ``warm`` the kernels are forked from a process that has imported what the notebooks import
+    (:mod:`pullstudy.report.warm_kernels`); otherwise each is started from scratch.
     """
     import papermill as pm  # slow to import; only needed here
 
@@ -336,13 +347,18 @@ def run_notebooks(
     kernels: list = []  # the kernel managers started, so Ctrl-C can stop kernels run by worker threads
     started_at: dict[str, float] = {}
 
+    keys = {nb.stem: notebook_key(nb, plan[nb.stem], results_root / nb.stem, kernel_name, environment)
+            for nb in notebooks}
+    unchanged = {nb.stem for nb in notebooks if not force and _unchanged(results_root, nb.stem, keys[nb.stem])}
+    to_run = [nb for nb in notebooks if nb.stem not in unchanged]
+
     def run_one(i: int, notebook: Path) -> NotebookRun | None:
         if stop.is_set():
             return None
         out_dir = results_root / notebook.stem
         output_path = out_dir / f"{notebook.stem}.ipynb"
-        key = notebook_key(notebook, plan[notebook.stem], out_dir, kernel_name, environment)
-        if not force and _unchanged(results_root, notebook.stem, key):
+        key = keys[notebook.stem]
+        if notebook.stem in unchanged:
             say(f"[{i}/{total}] {notebook.stem} unchanged since its last successful run: not re-run (--force re-runs it)")
             bar.update()
             return NotebookRun(notebook.stem, notebook, output_path, True, 0.0, cached=True)
@@ -358,7 +374,8 @@ def run_notebooks(
                 str(notebook), str(output_path),
                 parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
                 kernel_name=kernel_name, language="python",
-                progress_bar=False, log_output=False, **_engine_options(out_dir / KERNEL_LOG, kernels),
+                progress_bar=False, log_output=False,
+                **_engine_options(out_dir / KERNEL_LOG, kernels, server),
             )
         except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
             seconds = time.monotonic() - start
@@ -394,7 +411,7 @@ def run_notebooks(
     runs: list[NotebookRun] = []
     # papermill's cwd= changes the process's folder for each notebook, which races between threads;
     # every notebook runs in notebooks_dir, so it is set once for the whole run.
-    with contextlib.chdir(notebooks_dir):
+    with contextlib.chdir(notebooks_dir), _kernel_server(to_run, notebooks_dir, warm) as server:
         try:
             if jobs == 1 or total <= 1:
                 for i, notebook in enumerate(notebooks, start=1):
@@ -418,6 +435,19 @@ def run_notebooks(
         finally:
             bar.close()
     return runs
+
+
+@contextlib.contextmanager
+def _kernel_server(notebooks: Sequence[Path], cwd: Path, warm: bool):
+    """The warm-kernel server for the notebooks to run, stopped when the run ends (any way); None when
+    ``warm`` is off or there is nothing to run."""
+    if not (warm and notebooks):
+        yield None
+        return
+    from .warm_kernels import WarmKernelServer
+
+    with WarmKernelServer(notebooks, cwd) as server:
+        yield server
 
 
 def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threading.Event,
@@ -507,6 +537,9 @@ def _main(argv: Sequence[str] | None = None) -> int:
                         help=f"notebooks run at a time (default: the cores, here {default_jobs()})")
     parser.add_argument("--force", action="store_true",
                         help="re-run notebooks even if unchanged since their last successful run")
+    parser.add_argument("--cold-kernels", action="store_true",
+                        help="start every kernel from scratch instead of forking it from a process that has "
+                             "imported what the notebooks import (the same outputs, slower)")
     args = parser.parse_args(argv)
 
     notebooks_dir = Path(args.notebooks or paths.notebooks_dir())
@@ -530,7 +563,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
                              kernel_name=args.kernel, progress=not args.no_progress,
-                             jobs=args.jobs, force=args.force)
+                             jobs=args.jobs, force=args.force, warm=not args.cold_kernels)
         from . import paper, provenance
         paper.build(results_root)
         index = write_index(results_root)
