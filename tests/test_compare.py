@@ -124,3 +124,18 @@ def test_image_streaming_spans_about_11_to_200x(archived):
 def test_same_region_registry_is_within_ten_percent(archived):
     o = archived["near"].overall
     assert 0.9 < o.ci_low and o.ci_high < 1.1
+
+
+def test_array_medians_and_iqr_are_what_pandas_gives() -> None:
+    """_image_rows takes its figures from float arrays (issue 16); they must be pandas' own: NaNs skipped,
+    linear quantiles, NaN for a side without values."""
+    from pullstudy.studies.compare import _iqr, _median
+
+    rng = np.random.default_rng(3)
+    for n in (0, 1, 2, 5, 40):
+        x = rng.lognormal(3, 1, n)
+        x[rng.random(n) < 0.2] = np.nan
+        s = pd.Series(x, dtype="Float64")
+        expected_iqr = s.quantile(0.75) - s.quantile(0.25)
+        assert (np.isnan(_median(x)) and pd.isna(s.median())) or _median(x) == s.median()
+        assert (np.isnan(_iqr(x)) and pd.isna(expected_iqr)) or _iqr(x) == expected_iqr

@@ -75,10 +75,11 @@ def saved_drawings(folder: Path) -> dict[str, str]:
     return found
 
 
-def offline_outputs(nb, drawings: dict[str, str] | None = None) -> tuple[int, int]:
+def offline_outputs(nb, drawings: dict[str, str] | None = None, svgs: list[str] | None = None) -> tuple[int, int]:
     """Make every output readable without JavaScript, in place; return (charts drawn, charts not drawn).
 
-    ``drawings``: SVGs already drawn, by canonical spec (:func:`saved_drawings`), used instead of drawing."""
+    ``drawings``: SVGs already drawn, by canonical spec (:func:`saved_drawings`), used instead of drawing.
+    ``svgs``: a list to collect the SVGs in, each output then holding only its :func:`chart_placeholder`."""
     drawings = drawings or {}
     drawn = failed = 0
     for cell in nb.cells:
@@ -98,6 +99,9 @@ def offline_outputs(nb, drawings: dict[str, str] | None = None) -> tuple[int, in
                 except Exception:  # vl-convert raises ValueError and its own errors on a bad spec
                     svg = None
                 if svg:
+                    if svgs is not None:
+                        svgs.append(svg)
+                        svg = chart_placeholder(len(svgs) - 1)
                     data["text/html"] = f'<div class="chart">{svg}</div>'
                     drawn += 1
                 else:
@@ -162,11 +166,21 @@ def number_gradients(page: Path, first: int) -> int:
     return first + len(ids)
 
 
+def chart_placeholder(i: int) -> str:
+    return f"<!--pullstudy-chart-{i}-->"
+
+
 def _render(ipynb: Path, target: Path) -> Path:
+    """The page. The charts' SVGs go in after nbconvert: its HTML exporter parses and re-serialises the
+    whole page with BeautifulSoup, which for SVGs of thousands of elements was most of a page's time
+    (issue 16), and would only rewrite them (``<path/>`` as ``<path></path>``)."""
     nb = nbformat.read(ipynb, as_version=4)
-    offline_outputs(nb, saved_drawings(ipynb.parent))
+    svgs: list[str] = []
+    offline_outputs(nb, saved_drawings(ipynb.parent), svgs)
     body, _ = HTMLExporter(template_name="basic").from_notebook_node(nb)
     body = _SCRIPT.sub("", body)
+    for i, svg in enumerate(svgs):  # each placeholder once, in order; a chart's SVG holds no script
+        body = body.replace(chart_placeholder(i), _SCRIPT.sub("", svg), 1)
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(ipynb.stem)}</title>'
             f"<style>{_PAGE_CSS}</style></head><body>\n<p><a href=\"../index.html\">results</a> · "
             f'<a href="{_e(quote(ipynb.name))}">{_e(ipynb.name)}</a></p>\n{body}\n</body></html>\n')

@@ -73,25 +73,47 @@ class Comparison:
                                                    self.clusters.get("treatment", 0)), floor=self.floor)
 
 
-def _image_rows(groups, keys: list[str], time: str, margin: float, n_boot: int, seed: int) -> pd.DataFrame:
+def _median(x: np.ndarray) -> float:
+    """pandas' Series.median on a float array: the median of the values that are not NaN (NaN if none)."""
+    x = x[~np.isnan(x)]
+    return float(np.median(x)) if x.size else np.nan
+
+
+def _iqr(x: np.ndarray) -> float:
+    """Series.quantile(0.75) - Series.quantile(0.25) (linear interpolation, NaNs skipped)."""
+    x = x[~np.isnan(x)]
+    if not x.size:
+        return np.nan
+    high, low = np.quantile(x, [0.75, 0.25])
+    return float(high - low)
+
+
+def _image_rows(frame: pd.DataFrame, keys: list[str], time: str, margin: float, n_boot: int, seed: int,
+                sort: bool = True) -> pd.DataFrame:
+    """One row per group of ``keys`` with both arms: the speedup with its CI, the equivalence test, both
+    timing figures' medians. The groups' rows are taken by position from float arrays made once (issue
+    16: per-group pandas selections were most of a comparison's time); the figures are pandas' own."""
+    arrays = {c: frame[c].to_numpy(dtype=float, na_value=np.nan) for c in {time, "pull_wait_s", "pull_s"}}
+    is_base = (frame["arm"] == "baseline").to_numpy()
+    size, layers = frame["size_bytes"].array, frame["layers"].array
     rows = []
-    for key, g in groups:
+    for key, positions in frame.groupby(keys, sort=sort).indices.items():
         key = key if isinstance(key, tuple) else (key,)
-        base, treat = g.loc[g["arm"] == "baseline"], g.loc[g["arm"] == "treatment"]
-        if base.empty or treat.empty:
+        base_at, treat_at = positions[is_base[positions]], positions[~is_base[positions]]
+        if not base_at.size or not treat_at.size:
             continue
-        r = stats.bootstrap_ratio_of_medians_ci(base[time], treat[time], n_boot=n_boot, seed=seed)
-        eq = stats.equivalence_test_log_ratio(base[time], treat[time], margin=margin, n_boot=n_boot, seed=seed)
+        base, treat = arrays[time][base_at], arrays[time][treat_at]
+        r = stats.bootstrap_ratio_of_medians_ci(base, treat, n_boot=n_boot, seed=seed)
+        eq = stats.equivalence_test_log_ratio(base, treat, margin=margin, n_boot=n_boot, seed=seed)
         row = dict(zip(keys, key))
-        row.update(size_bytes=g["size_bytes"].iloc[0], layers=g["layers"].iloc[0],
+        row.update(size_bytes=size[positions[0]], layers=layers[positions[0]],
                    n_baseline=r.n_baseline, n_treatment=r.n_treatment)
         for fig in ("pull_wait_s", "pull_s"):
-            row[f"baseline_{fig}_median"] = base[fig].median()
-            row[f"treatment_{fig}_median"] = treat[fig].median()
+            row[f"baseline_{fig}_median"] = _median(arrays[fig][base_at])
+            row[f"treatment_{fig}_median"] = _median(arrays[fig][treat_at])
         row.update(speedup=r.ratio, ci_low=r.ci_low, ci_high=r.ci_high,
-                   saved_s=base[time].median() - treat[time].median(),
-                   baseline_iqr_s=base[time].quantile(0.75) - base[time].quantile(0.25),
-                   treatment_iqr_s=treat[time].quantile(0.75) - treat[time].quantile(0.25),
+                   saved_s=_median(base) - _median(treat),
+                   baseline_iqr_s=_iqr(base), treatment_iqr_s=_iqr(treat),
                    equivalent=eq.equivalent)
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -117,15 +139,21 @@ def compare_runs(baseline_pulls: pd.DataFrame, treatment_pulls: pd.DataFrame, *,
     both = both[both["image_key"].isin(common)].copy()
     both["cluster_id"] = both["arm"] + ": " + replicate_units(both)
     order = both.groupby("image_key")["size_bytes"].first().sort_values(na_position="last").index
-    per_image = _image_rows(both.groupby("image_key", sort=False), ["image_key"], time, margin, n_boot, seed)
+    per_image = _image_rows(both, ["image_key"], time, margin, n_boot, seed, sort=False)
     per_image = per_image.set_index("image_key").loc[[k for k in order if k in set(per_image["image_key"])]] \
         .reset_index()
-    per_cluster = _image_rows(both.groupby(["cluster_nodes", "image_key"]), ["cluster_nodes", "image_key"], time,
-                              margin, n_boot, seed)
+    per_cluster = _image_rows(both, ["cluster_nodes", "image_key"], time, margin, n_boot, seed)
 
-    def groups_of(df):
-        return [(g.loc[g["arm"] == "baseline", time], g.loc[g["arm"] == "treatment", time])
-                for _, g in df.groupby("image_key")]
+    values = both[time].to_numpy(dtype=float, na_value=np.nan)
+    is_base = (both["arm"] == "baseline").to_numpy()
+
+    def groups_of(df):  # (baseline, treatment) times per image, by position (as in _image_rows)
+        at = both.index.get_indexer(df.index)
+        groups = []
+        for positions in df.groupby("image_key").indices.values():
+            rows = at[positions]
+            groups.append((values[rows[is_base[rows]]], values[rows[~is_base[rows]]]))
+        return groups
 
     overall = stats.bootstrap_geomean_ratio_ci(groups_of(both), n_boot=n_boot, margin=margin, seed=seed)
     cb = stats.cluster_bootstrap_log_ratios(both, time, n_boot=n_boot, seed=seed)
