@@ -230,6 +230,13 @@ def span_table(pulls: pd.DataFrame, time: str = "pull_wait_s") -> pd.DataFrame:
 # --------------------------------------------------------------------------- growth with cluster size
 
 
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """``scipy.stats.spearmanr(x, y).statistic`` for two 1-D samples without NaN: the Pearson correlation of
+    their average ranks, computed as spearmanr does (rankdata per column, then corrcoef), without its checks."""
+    ranked = np.column_stack((sps.rankdata(x), sps.rankdata(y)))
+    return float(np.corrcoef(ranked, rowvar=False)[1, 0])
+
+
 def stratified_log_slope(table: pd.DataFrame, value: str, *, strata: tuple[str, ...] = ("run", "image_key"),
                          resolution: float = 1.0, n_boot: int = 2000, seed: int = 0) -> dict:
     """Slope b of log(value) on log(nodes) within strata (value ~ nodes^b), with a stratum bootstrap CI.
@@ -239,22 +246,25 @@ def stratified_log_slope(table: pd.DataFrame, value: str, *, strata: tuple[str, 
     or whose values are all at or below the resolution, says nothing and is counted as dropped.
     Resampling whole strata keeps an image's cluster sizes together.
     """
-    d = table.dropna(subset=[value]).copy()
-    d["x"] = np.log(d["cluster_nodes"].astype(float))
-    d["y"] = np.log(floored(d[value], resolution))
-    d["resolved"] = d[value] > resolution
+    d = table.dropna(subset=[value])
+    nodes = d["cluster_nodes"].to_numpy(dtype=float)
+    xs, ys = np.log(nodes), np.log(floored(d[value], resolution))
+    resolved = (d[value] > resolution).to_numpy(dtype=bool)
     sxy, sxx, rhos, dropped = [], [], [], {"one cluster size": 0, "all at or below the resolution": 0}
-    for _, s in d.groupby(list(strata), sort=True):
-        if s["cluster_nodes"].nunique() < 2:
+    # Each stratum by its positions in float arrays (issue 16: per-stratum pandas selections were most of
+    # this function's time); the same sums, and Spearman's rho as scipy's spearmanr computes it.
+    for positions in d.groupby(list(strata), sort=True).indices.values():
+        if np.unique(nodes[positions]).size < 2:
             dropped["one cluster size"] += 1
             continue
-        if not s["resolved"].any():
+        if not resolved[positions].any():
             dropped["all at or below the resolution"] += 1
             continue
-        x, y = s["x"] - s["x"].mean(), s["y"] - s["y"].mean()
+        sx, sy = xs[positions], ys[positions]
+        x, y = sx - sx.mean(), sy - sy.mean()
         sxy.append(float(x @ y))
         sxx.append(float(x @ x))
-        rhos.append(sps.spearmanr(s["x"], s["y"]).statistic if s["y"].nunique() > 1 else 0.0)
+        rhos.append(_spearman(sx, sy) if np.unique(sy).size > 1 else 0.0)
     k = len(sxy)
     out = {"strata": k, "dropped": dropped, "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan,
            "rho_median": math.nan, "strata_rho_positive": 0, "strata_rho_negative": 0}
