@@ -126,12 +126,8 @@ def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> di
                 "vegalite_version": alt.VEGALITE_VERSION}
     save(built, paths["svg"], format="svg", **versions)
     svg = paths["svg"].read_text(encoding="utf-8")
-    if 'id="gradient_' in svg:
-        # Vega numbers gradients across every drawing in the process, and chart.save drew each chart
-        # twice (PNG, then SVG): a chart with a gradient (a continuous legend) is drawn a second time so
-        # that its ids, and those of the kernel's later charts, stay what they were.
-        save(built, paths["svg"], format="svg", **versions)
-        svg = paths["svg"].read_text(encoding="utf-8")
+    # Vega numbers gradients (continuous legends) across every drawing in the process: drawn once here,
+    # a chart's ids follow from the charts its notebook drew before it, the same in every run.
     paths["png"].write_bytes(vl_convert.svg_to_png(svg, scale=2, ppi=72))  # altair: scale_factor=2, 72 ppi
     with _cached_javascript_bundle():
         save(built, paths["html"], format="html", inline=True, **versions)
