@@ -146,12 +146,13 @@ def test_a_kernel_command_it_cannot_fork_starts_as_usual(tmp_path: Path) -> None
     import asyncio
 
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_client.provisioning import LocalProvisioner
 
     notebook = write_notebook(tmp_path / "01-x.ipynb", "x = 1")
     with warm_kernels.WarmKernelServer([notebook], tmp_path) as server:
         km = AsyncKernelManager(kernel_name="python3")
         warm_kernels.use_server(km, server)
-        assert isinstance(km.provisioner, warm_kernels.WarmProvisioner)
+        assert isinstance(km.provisioner, warm_kernels.provisioner_class())
         km.kernel_spec.argv[0] = os.path.realpath(sys.executable) + "-not-this-one"
         launched = []
 
@@ -159,13 +160,13 @@ def test_a_kernel_command_it_cannot_fork_starts_as_usual(tmp_path: Path) -> None
             launched.append(cmd)
             raise RuntimeError("started as usual")
 
-        original = warm_kernels.LocalProvisioner.launch_kernel
-        warm_kernels.LocalProvisioner.launch_kernel = launch
+        original = LocalProvisioner.launch_kernel
+        LocalProvisioner.launch_kernel = launch
         try:
             with pytest.raises(RuntimeError, match="started as usual"):
                 asyncio.run(km.provisioner.launch_kernel([km.kernel_spec.argv[0], "-m", "ipykernel_launcher"]))
         finally:
-            warm_kernels.LocalProvisioner.launch_kernel = original
+            LocalProvisioner.launch_kernel = original
         assert launched and launched[0][0].endswith("-not-this-one")
 
 

@@ -288,6 +288,19 @@ def collect_verdict_table(results_root: str | Path) -> pd.DataFrame:
     return verdict_table(verdicts)
 
 
+def prepare() -> None:
+    """Start what building the page needs: the chart engine (vl-convert's JavaScript runtime, ~0.5 s of
+    CPU on its first drawing in a process) and the offline report's imports. The runner has a worker with
+    no notebook left to run do this while the last ones finish, instead of after them (issue 16). The
+    drawing has no gradient, so the page's charts number theirs as without it."""
+    import vl_convert
+
+    from . import offline_report  # noqa: F401 - imported for the page, not used here
+
+    vl_convert.vegalite_to_svg({"data": {"values": [{"x": 0}]}, "mark": "point",
+                                "encoding": {"x": {"field": "x", "type": "quantitative"}}})
+
+
 def write_index(results_root: str | Path) -> Path:
     """Write ``index.html`` (self-contained, no JavaScript) and ``claims.csv``; return the page."""
     results_root = Path(results_root)

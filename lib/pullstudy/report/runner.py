@@ -44,14 +44,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-import pandas as pd
-from tqdm import tqdm
+if __name__ == "__main__":
+    # The kernel server starts preloading now, while this module's own imports (~1 s) run on another core
+    # (issue 16); main() takes it over, and stops it however the run ends.
+    from pullstudy.report.warm_kernels import start_for_command_line
 
-from pullstudy import paths
-from pullstudy.studies.claims import VERDICTS
-from .parameters import SET_BY_RUNNER, SPECS, ParameterError, close_matches, notebook_parameters, validate
-from pullstudy.report.page import (ERROR_FILE, INTERRUPTED_FILE, KERNEL_LOG, _first_line,
-                                   collect_verdict_table, failing_cell, write_index)
+    _EARLY_SERVER = start_for_command_line(sys.argv[1:])
+
+import pandas as pd  # noqa: E402 - after the early start above, on purpose
+from tqdm import tqdm  # noqa: E402
+
+from pullstudy import paths  # noqa: E402
+from pullstudy.studies.claims import VERDICTS  # noqa: E402
+from .parameters import SET_BY_RUNNER, SPECS, ParameterError, close_matches, notebook_parameters, validate  # noqa: E402
+from pullstudy.report.page import (  # noqa: E402
+    ERROR_FILE, INTERRUPTED_FILE, KERNEL_LOG, _first_line, collect_verdict_table, failing_cell, write_index)
 
 KERNEL = "python3"
 EXIT_INTERRUPTED = 130  # the shell's code for a command stopped by SIGINT
@@ -312,6 +319,7 @@ def run_notebooks(
     jobs: int | None = None,
     force: bool = False,
     warm: bool = True,
+    server=None,
 ) -> list[NotebookRun]:
     """Execute the selected notebooks, ``jobs`` at a time (one at a time: in name order; more: longest
     first, see :func:`start_order`); after the first failure no further notebook starts (serially the
@@ -321,7 +329,8 @@ def run_notebooks(
     a result of this one. Ctrl-C stops the run too: the notebooks running are recorded as interrupted
     (``reproduce-interrupted.txt`` in their folder). Unchanged notebooks are skipped unless ``force``.
     With ``warm`` the kernels are forked from a process that has imported what the notebooks import
-    (:mod:`pullstudy.report.warm_kernels`); otherwise each is started from scratch.
+    (:mod:`pullstudy.report.warm_kernels`; ``server``: one already started, which the caller stops);
+    otherwise each is started from scratch.
     """
     import papermill as pm  # slow to import; only needed here
 
@@ -411,7 +420,7 @@ def run_notebooks(
     runs: list[NotebookRun] = []
     # papermill's cwd= changes the process's folder for each notebook, which races between threads;
     # every notebook runs in notebooks_dir, so it is set once for the whole run.
-    with contextlib.chdir(notebooks_dir), _kernel_server(to_run, notebooks_dir, warm) as server:
+    with contextlib.chdir(notebooks_dir), _kernel_server(to_run, notebooks_dir, warm, server) as server:
         try:
             if jobs == 1 or total <= 1:
                 for i, notebook in enumerate(notebooks, start=1):
@@ -438,11 +447,14 @@ def run_notebooks(
 
 
 @contextlib.contextmanager
-def _kernel_server(notebooks: Sequence[Path], cwd: Path, warm: bool):
-    """The warm-kernel server for the notebooks to run, stopped when the run ends (any way); None when
-    ``warm`` is off or there is nothing to run."""
+def _kernel_server(notebooks: Sequence[Path], cwd: Path, warm: bool, started=None):
+    """The warm-kernel server for the notebooks to run (``started``, or one started here and stopped when
+    the run ends, any way); None when ``warm`` is off or there is nothing to run."""
     if not (warm and notebooks):
         yield None
+        return
+    if started is not None:
+        yield started
         return
     from .warm_kernels import WarmKernelServer
 
@@ -457,6 +469,7 @@ def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threa
     notebooks are then recorded as interrupted, and is raised again once they are."""
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook")
     futures = [pool.submit(run_one, i, nb) for i, nb in enumerate(notebooks, start=1)]
+    pool.submit(_prepare_page, stop)  # starts once every notebook has: on a worker with nothing left to run
     try:
         results = [f.result() for f in futures]
     except KeyboardInterrupt:
@@ -471,6 +484,15 @@ def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threa
         results = [f.result() if f.done() and not f.cancelled() else None for f in futures]
     pool.shutdown(wait=True)
     return [r for r in results if r is not None]
+
+
+def _prepare_page(stop: threading.Event) -> None:
+    """:func:`pullstudy.report.page.prepare` unless the run is stopping; a failure is the page build's to report."""
+    if not stop.is_set():
+        with contextlib.suppress(Exception):
+            from . import page
+
+            page.prepare()
 
 
 # ---------------------------------------------------------------- command line
@@ -510,16 +532,20 @@ def prepare_results(results_root: Path) -> None:
                          "give a folder you can write to") from None
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; Ctrl-C anywhere ends it with one line and exit code 130, no traceback."""
+def main(argv: Sequence[str] | None = None, server=None) -> int:
+    """The command line; Ctrl-C anywhere ends it with one line and exit code 130, no traceback.
+    ``server``: a kernel server already started for these arguments, stopped here in every case."""
     try:
-        return _main(argv)
+        return _main(argv, server)
     except KeyboardInterrupt:
         print("\ninterrupted (Ctrl-C): stopped; what finished is in the results folder", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if server is not None:
+            server.close()
 
 
-def _main(argv: Sequence[str] | None = None) -> int:
+def _main(argv: Sequence[str] | None = None, server=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pullstudy.report.runner",
         description="Run every study notebook with papermill and build the results page.",
@@ -563,7 +589,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     try:
         runs = run_notebooks(notebooks_dir, results_root, args.only, parameters,
                              kernel_name=args.kernel, progress=not args.no_progress,
-                             jobs=args.jobs, force=args.force, warm=not args.cold_kernels)
+                             jobs=args.jobs, force=args.force, warm=not args.cold_kernels, server=server)
         from . import paper, provenance
         paper.build(results_root)
         index = write_index(results_root)
@@ -584,4 +610,4 @@ def _main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(server=_EARLY_SERVER))

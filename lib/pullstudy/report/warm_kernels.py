@@ -44,10 +44,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import functools
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-
-from jupyter_client.provisioning import LocalProvisioner
 
 #: The kernel's own modules (what ``python -m ipykernel_launcher`` imports before the first cell).
 KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshell", "ipykernel.debugger", "IPython")
@@ -424,25 +423,32 @@ def _fileno(stream: Any, default: int) -> int:
     return stream if isinstance(stream, int) else stream.fileno()
 
 
-class WarmProvisioner(LocalProvisioner):
-    """jupyter_client's local provisioner, with the kernel forked by a :class:`WarmKernelServer` when
-    the command is this interpreter's ``-m ipykernel_launcher``; anything else is launched as usual."""
+@functools.cache
+def provisioner_class() -> type:
+    """jupyter_client's local provisioner, with the kernel forked by a :class:`WarmKernelServer` when the
+    command is this interpreter's ``-m ipykernel_launcher``; anything else is launched as usual. (A
+    function, so that importing this module does not import jupyter_client: the runner starts the server
+    before its own imports.)"""
+    from jupyter_client.provisioning import LocalProvisioner
 
-    server: WarmKernelServer | None = None
+    class WarmProvisioner(LocalProvisioner):
+        server: WarmKernelServer | None = None
 
-    async def launch_kernel(self, cmd: list[str], **kwargs: Any):
-        server = self.server
-        if not (server and cmd[:3] == [sys.executable, "-m", LAUNCHER] and server.ready()):
-            return await super().launch_kernel(cmd, **kwargs)
-        env = dict(kwargs.get("env") or os.environ)
-        env["JPY_PARENT_PID"] = str(os.getpid())  # what jupyter_client's launcher adds for its kernels
-        cwd = kwargs.get("cwd") or os.getcwd()
-        with open(os.devnull, "rb") as devnull:  # the launcher gives a kernel a closed pipe: no input
-            stdio = [devnull.fileno(), _fileno(kwargs.get("stdout"), 1), _fileno(kwargs.get("stderr"), 2)]
-            self.process = server.launch(cmd[3:], env, cwd, stdio)
-        self.pid = self.pgid = self.process.pid  # the child calls setsid(): its pid is its group
-        self.cwd = cwd
-        return self.connection_info
+        async def launch_kernel(self, cmd: list[str], **kwargs: Any):
+            server = self.server
+            if not (server and cmd[:3] == [sys.executable, "-m", LAUNCHER] and server.ready()):
+                return await super().launch_kernel(cmd, **kwargs)
+            env = dict(kwargs.get("env") or os.environ)
+            env["JPY_PARENT_PID"] = str(os.getpid())  # what jupyter_client's launcher adds for its kernels
+            cwd = kwargs.get("cwd") or os.getcwd()
+            with open(os.devnull, "rb") as devnull:  # the launcher gives a kernel a closed pipe: no input
+                stdio = [devnull.fileno(), _fileno(kwargs.get("stdout"), 1), _fileno(kwargs.get("stderr"), 2)]
+                self.process = server.launch(cmd[3:], env, cwd, stdio)
+            self.pid = self.pgid = self.process.pid  # the child calls setsid(): its pid is its group
+            self.cwd = cwd
+            return self.connection_info
+
+    return WarmProvisioner
 
 
 def use_server(manager: Any, server: WarmKernelServer | None) -> None:
@@ -450,9 +456,34 @@ def use_server(manager: Any, server: WarmKernelServer | None) -> None:
     if server is None or manager.provisioner is not None:
         return
     manager.kernel_id = manager.kernel_id or __import__("uuid").uuid4().hex
-    provisioner = WarmProvisioner(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager)
+    provisioner = provisioner_class()(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager)
     provisioner.server = server
     manager.provisioner = provisioner
+
+
+def start_for_command_line(argv: Sequence[str]) -> WarmKernelServer | None:
+    """The server for ``python -m pullstudy.report.runner <argv>``, started before the runner's own imports
+    so that both proceed at once (issue 16: ~1 s at the start of every run). Reads only the options that
+    choose the notebooks; the runner checks all of them, and stops the server if it has nothing to run.
+    None with ``--cold-kernels`` or ``--help``, or when the notebooks folder holds none."""
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--notebooks", type=Path)
+    parser.add_argument("--only", nargs="+", action="extend")
+    parser.add_argument("--cold-kernels", action="store_true")
+    parser.add_argument("-h", "--help", action="store_true")
+    try:
+        known, _ = parser.parse_known_args(list(argv))
+    except SystemExit:  # a malformed option: the runner's own parser says what is wrong
+        return None
+    if known.cold_kernels or known.help:
+        return None
+    from pullstudy import paths
+
+    folder = Path(known.notebooks or paths.notebooks_dir())
+    notebooks = sorted(p for p in folder.glob("*.ipynb") if not known.only or p.stem in known.only)
+    return WarmKernelServer(notebooks, folder.resolve()) if notebooks else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
