@@ -228,3 +228,96 @@ def test_save_chart_writes_what_chart_save_writes(tmp_path: Path, frame: pd.Data
         chart.save(plain / "c.html", format="html", inline=True)
         for fmt in ("png", "svg", "html"):
             assert ours[fmt].read_bytes() == (plain / f"c.{fmt}").read_bytes(), fmt
+
+
+def _gradient_chart(values: list[float], title: str) -> alt.Chart:
+    """A chart with a continuous colour legend, which Vega draws with a gradient (numbered per process)."""
+    frame = pd.DataFrame({"x": range(len(values)), "v": values})
+    return alt.Chart(frame, title=title).mark_rect().encode(x="x:O", color=alt.Color("v:Q", title="value (s)"))
+
+
+_SAVE_TWO = """
+import sys, altair as alt, pandas as pd
+from pathlib import Path
+from pullstudy.studies import charts
+sys.path.insert(0, {tests!r})
+from test_charts_output import _gradient_chart
+out = Path(sys.argv[1])
+charts.save_chart(_gradient_chart([1, 5, 9], "first"), out, "a")
+charts.save_chart(_gradient_chart([2, 4, 8, 16], "second"), out, "b")
+"""
+
+
+@pytest.mark.slow
+def test_cached_drawings_are_the_drawings(tmp_path: Path) -> None:
+    """Issue 16: charts whose spec is unchanged are not drawn again. In fresh processes (as notebook kernels
+    are), two gradient charts saved without a cache, into an empty cache, from it, and from a cache holding
+    only one of them, give the same files byte for byte: gradient ids follow the process's drawings."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    script = _SAVE_TWO.format(tests=str(Path(__file__).parent))
+
+    def run(out: Path, cache: Path | None) -> dict[str, bytes]:
+        env = {k: v for k, v in os.environ.items() if k != "PULLSTUDY_CHART_CACHE"}
+        if cache is not None:
+            env["PULLSTUDY_CHART_CACHE"] = str(cache)
+        subprocess.run([sys.executable, "-c", script, str(out)], env=env, check=True)
+        return {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+
+    plain = run(tmp_path / "plain", None)
+    assert b'id="gradient_0"' in plain["a.svg"] and b'id="gradient_1"' in plain["b.svg"]
+    cache = tmp_path / "cache"
+    assert run(tmp_path / "filling", cache) == plain
+    assert len(list(cache.glob("*.svg"))) == 2
+    assert run(tmp_path / "from-cache", cache) == plain
+    entries = {title: f for f in cache.glob("*.svg") for title in ("first", "second") if f">{title}<" in f.read_text()}
+    assert sorted(entries) == ["first", "second"]
+    for title in entries:  # only the first chart cached (Vega's count then lags), then only the second
+        partial = tmp_path / f"only-{title}"
+        partial.mkdir()
+        shutil.copy(entries[title], partial)
+        shutil.copy(entries[title].with_suffix(".png"), partial)
+        assert run(tmp_path / f"mixed-{title}", partial) == plain
+
+
+def test_chart_cache_hits_skip_drawing_and_misses_draw(tmp_path: Path, frame: pd.DataFrame,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import vl_convert
+
+    monkeypatch.setenv("PULLSTUDY_CHART_CACHE", str(tmp_path / "cache"))
+    drawn = []
+    real = vl_convert.vegalite_to_svg
+    monkeypatch.setattr(vl_convert, "vegalite_to_svg", lambda spec, *a, **k: drawn.append(1) or real(spec, *a, **k))
+    chart = alt.Chart(frame, title="Pull time by size").mark_point().encode(x="size_gb:Q", y="pull_s:Q")
+    first = charts.save_chart(chart, tmp_path / "one", "c")
+    second = charts.save_chart(chart, tmp_path / "two", "c")
+    assert len(drawn) == 1  # the second save was served from the cache
+    for fmt in ("png", "svg", "html"):
+        assert first[fmt].read_bytes() == second[fmt].read_bytes()
+    changed = alt.Chart(frame.assign(pull_s=frame["pull_s"] * 2), title="Pull time by size").mark_point().encode(
+        x="size_gb:Q", y="pull_s:Q")
+    charts.save_chart(changed, tmp_path / "three", "c")
+    assert len(drawn) == 2  # other data, another drawing
+    for png in (tmp_path / "cache").glob("*.png"):
+        png.unlink()  # an entry without its PNG is drawn again, not an error
+    charts.save_chart(chart, tmp_path / "four", "c")
+    assert len(drawn) == 3 and (tmp_path / "four" / "c.png").read_bytes() == first["png"].read_bytes()
+
+
+def test_chart_cache_stays_under_its_bound(tmp_path: Path, frame: pd.DataFrame,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PULLSTUDY_CHART_CACHE", str(cache))
+    sizes = []
+    for i in range(3):
+        chart = alt.Chart(frame.assign(pull_s=frame["pull_s"] + i), title=f"chart {i}").mark_point().encode(
+            x="size_gb:Q", y="pull_s:Q")
+        charts.save_chart(chart, tmp_path / f"c{i}", "c")
+        sizes.append(sum(f.stat().st_size for f in cache.iterdir()))
+    monkeypatch.setattr(charts, "CHART_CACHE_BYTES", sizes[0] + 1)  # room for about one entry
+    charts.save_chart(alt.Chart(frame, title="last").mark_point().encode(x="size_gb:Q"), tmp_path / "c3", "c")
+    assert sum(f.stat().st_size for f in cache.iterdir()) <= sizes[0] + 1
+    assert len(list(cache.glob("*.svg"))) == 1  # only the newest entry is left

@@ -23,6 +23,7 @@ from nbconvert import HTMLExporter
 
 from . import paper
 from pullstudy import paths
+from pullstudy.studies import charts
 from pullstudy.data.bundle import default_version
 from pullstudy.data.fetch import FETCH_REPORT, DataConfigError, load_fetch_report, load_manifest
 
@@ -148,9 +149,6 @@ def render_notebook(ipynb: Path) -> Path:
     return rendered
 
 
-_GRADIENT_ID = re.compile(r'(?<=id="gradient_)\d+|(?<=url\(#gradient_)\d+')
-
-
 def number_gradients(page: Path, first: int) -> int:
     """Number the SVG gradients of a notebook page from ``first`` on, in drawing order; return the next number.
 
@@ -159,11 +157,10 @@ def number_gradients(page: Path, first: int) -> int:
     an earlier run would differ from pages drawn one after the other. Numbered here in notebook order,
     every page reads as if all were drawn in one go, in name order, whatever happened (issue 16)."""
     text = page.read_text(encoding="utf-8")
-    ids = sorted({int(m) for m in _GRADIENT_ID.findall(text)})
-    wanted = {old: first + i for i, old in enumerate(ids)}
-    if any(old != new for old, new in wanted.items()):
-        page.write_text(_GRADIENT_ID.sub(lambda m: str(wanted[int(m.group())]), text), encoding="utf-8")
-    return first + len(ids)
+    numbered, count = charts.number_gradients(text, first)
+    if numbered != text:
+        page.write_text(numbered, encoding="utf-8")
+    return first + count
 
 
 def chart_placeholder(i: int) -> str:

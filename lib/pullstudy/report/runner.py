@@ -171,11 +171,13 @@ def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseEx
     )
 
 
-def _kernel_manager(log_path: Path, started: list | None = None, server=None) -> type:
+def _kernel_manager(log_path: Path, started: list | None = None, server=None, chart_cache: Path | None = None) -> type:
     """A kernel manager whose kernel writes its own stderr (kernel logging, not cell output) to
     ``log_path``: on Ctrl-C the kernel is shut down mid-cell and logs a ZMQ traceback, which must not
     reach the terminal; the log stays in the results folder for debugging. With a
-    :class:`~pullstudy.report.warm_kernels.WarmKernelServer`, the kernel is forked by it."""
+    :class:`~pullstudy.report.warm_kernels.WarmKernelServer`, the kernel is forked by it. ``chart_cache``:
+    where the kernel keeps its charts' drawings between runs (:func:`pullstudy.studies.charts.chart_cache_dir`),
+    unless the environment already names a place."""
     from jupyter_client.manager import AsyncKernelManager
 
     class LoggedKernelManager(AsyncKernelManager):
@@ -183,6 +185,8 @@ def _kernel_manager(log_path: Path, started: list | None = None, server=None) ->
             from . import warm_kernels
 
             warm_kernels.use_server(self, server)
+            if chart_cache is not None:
+                kw["env"] = {"PULLSTUDY_CHART_CACHE": str(chart_cache), **(kw.get("env") or os.environ)}
             return await super()._async_pre_start_kernel(**kw)
 
         async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
@@ -194,14 +198,15 @@ def _kernel_manager(log_path: Path, started: list | None = None, server=None) ->
     return LoggedKernelManager
 
 
-def _engine_options(log_path: Path, started: list | None = None, server=None) -> dict[str, Any]:
+def _engine_options(log_path: Path, started: list | None = None, server=None,
+                    chart_cache: Path | None = None) -> dict[str, Any]:
     """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
     "running over TCP without encryption" warning out of the logs. The kernel's stderr goes to
     ``log_path``."""
     import zmq
     from traitlets.config import Config
 
-    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, started, server)}
+    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, started, server, chart_cache)}
     if zmq.has("curve"):
         options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
     return options
@@ -384,7 +389,7 @@ def run_notebooks(
                 parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
                 kernel_name=kernel_name, language="python",
                 progress_bar=False, log_output=False,
-                **_engine_options(out_dir / KERNEL_LOG, kernels, server),
+                **_engine_options(out_dir / KERNEL_LOG, kernels, server, results_root / CACHE_DIR / "charts"),
             )
         except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
             seconds = time.monotonic() - start

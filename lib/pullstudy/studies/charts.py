@@ -7,6 +7,7 @@ editing, self-contained interactive HTML for exploring), so results are comparab
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import sys
@@ -116,7 +117,6 @@ def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> di
     # What chart.save does three times, once (issue 16: saving was most of a notebook's time): the spec
     # is built and validated once, drawn once as SVG, and the PNG rasterised from that SVG, which is what
     # vl-convert's vegalite_to_png does inside (byte-identical: tests/test_charts_output.py).
-    import vl_convert
     from altair.utils.save import save
 
     with alt.data_transformers.enable("default"), alt.data_transformers.disable_max_rows():
@@ -124,14 +124,74 @@ def save_chart(chart: alt.TopLevelMixin, directory: str | Path, name: str) -> di
     built = _Built(spec)
     versions = {"vega_version": alt.VEGA_VERSION, "vegaembed_version": alt.VEGAEMBED_VERSION,
                 "vegalite_version": alt.VEGALITE_VERSION}
-    save(built, paths["svg"], format="svg", **versions)
-    svg = paths["svg"].read_text(encoding="utf-8")
-    # Vega numbers gradients (continuous legends) across every drawing in the process: drawn once here,
-    # a chart's ids follow from the charts its notebook drew before it, the same in every run.
-    paths["png"].write_bytes(vl_convert.svg_to_png(svg, scale=2, ppi=72))  # altair: scale_factor=2, 72 ppi
+    svg, png = _drawings(built, versions, paths["svg"])
+    paths["svg"].write_text(svg, encoding="utf-8")
+    paths["png"].write_bytes(png)
     with _cached_javascript_bundle():
         save(built, paths["html"], format="html", inline=True, **versions)
     return paths
+
+
+GRADIENT_ID = re.compile(r'(?<=id="gradient_)\d+|(?<=url\(#gradient_)\d+')
+_gradients_numbered = [0]  # the gradient ids this process has given out, in the order Vega gives them
+
+
+def number_gradients(svg: str, first: int) -> tuple[str, int]:
+    """``svg`` with its gradient ids numbered from ``first`` on, in their order; and how many it has."""
+    ids = sorted({int(m) for m in GRADIENT_ID.findall(svg)})
+    wanted = {old: first + i for i, old in enumerate(ids)}
+    if any(old != new for old, new in wanted.items()):
+        svg = GRADIENT_ID.sub(lambda m: str(wanted[int(m.group())]), svg)
+    return svg, len(ids)
+
+
+def chart_cache_dir() -> Path | None:
+    """Where drawings of charts are kept between runs (``PULLSTUDY_CHART_CACHE``; the runner sets it to
+    ``<results>/.reproduce-cache/charts``); None: none kept (a notebook opened in JupyterLab)."""
+    folder = os.environ.get("PULLSTUDY_CHART_CACHE")
+    return Path(folder) if folder else None
+
+
+CHART_CACHE_BYTES = 256 * 2**20
+
+
+def _drawings(built: "_Built", versions: dict, svg_path: Path) -> tuple[str, bytes]:
+    """The chart's SVG and PNG: drawn by vl-convert, or the drawings of the same spec from an earlier run.
+
+    Why a cache: re-running a study after a change elsewhere (every notebook runs again when the library
+    changes) drew every chart again, the largest part of a notebook's time (issue 16), though a drawing
+    is a function of the spec and the renderer alone. The key is the whole spec (data included) with the
+    Vega versions, vl-convert's version and this module's source. Vega numbers gradients (continuous
+    legends) across every drawing in the process, so the SVG is kept with its ids from 0 and numbered as
+    Vega would have here (the process's own count, :func:`number_gradients`); the PNG does not depend on
+    ids. A cache that cannot be read or written only means drawing; it is bounded (oldest entries go).
+    """
+    import hashlib
+
+    import vl_convert
+    from altair.utils.save import save
+
+    folder = chart_cache_dir()
+    key = hashlib.sha256(json.dumps([built.to_dict(), versions, vl_convert.__version__, alt.renderers.options],
+                                    sort_keys=True,
+                                    default=str).encode() + Path(__file__).read_bytes()).hexdigest()
+    svg = png = None
+    if folder is not None:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            svg = (folder / f"{key}.svg").read_text(encoding="utf-8")
+            png = (folder / f"{key}.png").read_bytes()
+            for f in (folder / f"{key}.svg", folder / f"{key}.png"):
+                os.utime(f)  # used: last to go
+    if svg is None or png is None:
+        save(built, svg_path, format="svg", **versions)  # altair's own way to the SVG (its options)
+        drawn = svg_path.read_text(encoding="utf-8")
+        svg, _ = number_gradients(drawn, 0)
+        png = vl_convert.svg_to_png(drawn, scale=2, ppi=72)  # altair: scale_factor=2, 72 ppi
+        if folder is not None:
+            _keep(folder, key, svg, png)
+    svg, count = number_gradients(svg, _gradients_numbered[0])
+    _gradients_numbered[0] += count
+    return svg, png
 
 
 class _Built:
@@ -186,3 +246,28 @@ def _cached_javascript_bundle():
         yield
     finally:
         vl_convert.javascript_bundle = original
+
+
+def _keep(folder: Path, key: str, svg: str, png: bytes) -> None:
+    """Store a drawing (atomically: notebooks run at once) and keep the folder under CHART_CACHE_BYTES."""
+    with contextlib.suppress(OSError):
+        folder.mkdir(parents=True, exist_ok=True)
+        for suffix, data in ((".png", png), (".svg", svg.encode("utf-8"))):  # the SVG last: it marks an entry
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".chart-")
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, folder / f"{key}{suffix}")
+        entries: dict[str, list] = {}  # key -> [last used, bytes, files]: an entry goes as a whole
+        for f in folder.iterdir():
+            if f.suffix in (".svg", ".png") and not f.name.startswith("."):
+                st = f.stat()
+                entry = entries.setdefault(f.stem, [0.0, 0, []])
+                entry[0], entry[1] = max(entry[0], st.st_mtime), entry[1] + st.st_size
+                entry[2].append(f)
+        total = sum(size for _, size, _ in entries.values())
+        for _, size, files in sorted(entries.values(), key=lambda e: e[0]):
+            if total <= CHART_CACHE_BYTES:
+                break
+            for f in files:
+                f.unlink(missing_ok=True)
+            total -= size
