@@ -461,7 +461,7 @@ _N = str | None | msgspec.UnsetType  # a string or null when present
 _UNSET = msgspec.UNSET
 
 
-class _OwnerRef(msgspec.Struct, forbid_unknown_fields=True):
+class _OwnerRef(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     apiVersion: _S = _UNSET
     kind: _S = _UNSET
     name: _S = _UNSET
@@ -470,7 +470,7 @@ class _OwnerRef(msgspec.Struct, forbid_unknown_fields=True):
     blockOwnerDeletion: bool | msgspec.UnsetType = _UNSET
 
 
-class _Involved(msgspec.Struct, forbid_unknown_fields=True):
+class _Involved(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     kind: _S = _UNSET
     namespace: _S = _UNSET
     name: _S = _UNSET
@@ -484,7 +484,7 @@ class _Involved(msgspec.Struct, forbid_unknown_fields=True):
     deleted: bool | msgspec.UnsetType = _UNSET
 
 
-class _Metadata(msgspec.Struct, forbid_unknown_fields=True):
+class _Metadata(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: _S = _UNSET
     namespace: _S = _UNSET
     uid: _S = _UNSET
@@ -492,7 +492,7 @@ class _Metadata(msgspec.Struct, forbid_unknown_fields=True):
     creationTimestamp: _S = _UNSET
 
 
-class _Source(msgspec.Struct, forbid_unknown_fields=True):
+class _Source(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     component: _S = _UNSET
     host: _S = _UNSET
 
@@ -501,7 +501,7 @@ class _Source(msgspec.Struct, forbid_unknown_fields=True):
 _Int64 = Annotated[int, msgspec.Meta(ge=-2**63, le=2**63 - 1)]
 
 
-class _Line(msgspec.Struct, forbid_unknown_fields=True,
+class _Line(msgspec.Struct, forbid_unknown_fields=True, gc=False,
             rename={"event_age": "event age", "event_name": "event name", "event_namespace": "event namespace"}):
     reason: _N = _UNSET
     message: _N = _UNSET
@@ -526,6 +526,7 @@ class _Line(msgspec.Struct, forbid_unknown_fields=True,
     event_namespace: _S = _UNSET
 
 
+# gc=False: a decoded line is never part of a reference cycle, so the collector need not track its structs.
 _decode_line = msgspec.json.Decoder(_Line).decode
 _TYPED_REFUSED = (msgspec.DecodeError, RecursionError)  # ValidationError is a DecodeError; deep nesting a RecursionError
 
@@ -540,6 +541,7 @@ def _read_all(paths, contents, label_root, skipped, seen, pulled, pulling, start
     items = 0
     loads, decode_error, used, seen_add = orjson.loads, orjson.JSONDecodeError, _USED_REASONS, seen.add
     decode_line, refused, unset, str_, no_involved = _decode_line, _TYPED_REFUSED, _UNSET, str, _NO_INVOLVED
+    parse_text_time = _parse_time_text
     for i, path in enumerate(paths):
         label = str(path.relative_to(label_root) if label_root else path)
         try:
@@ -585,7 +587,7 @@ def _read_all(paths, contents, label_root, skipped, seen, pulled, pulling, start
                         # what _take_typed does for Pulling, Started and Scheduled, inlined: a third of all lines
                         created = metadata.creationTimestamp
                         raw = x.eventTime or x.firstTimestamp or (None if created is unset else created)
-                        time = None if raw is None else parse_time(raw)
+                        time = None if raw is None else parse_text_time(raw)  # a str: typed
                         if time is None:
                             skipped["missing-time" if raw is None else "bad-time"] += 1
                             continue
@@ -657,7 +659,7 @@ def _take_typed(x: _Line, reason: str, metadata: _Metadata, lineno: int, label: 
     which reads the same (the ``or`` fallbacks of the generic path lead to fields that ``_Line`` does not have)."""
     created = metadata.creationTimestamp
     raw = x.eventTime or x.firstTimestamp or (None if created is _UNSET else created)
-    time = None if raw is None else parse_time(raw)
+    time = None if raw is None else _parse_time_text(raw)  # a str: typed
     if raw is not None and time is None:
         skipped["bad-time"] += 1
         return
@@ -739,14 +741,9 @@ def _columns(pulled, pulling, started, scheduled, context) -> dict[str, list]:
 def _microseconds(values: list) -> np.ndarray:
     """UTC datetimes (or None) as int64 microseconds since the epoch (NaT for None), without pandas
     inferring each value; each distinct time is converted once."""
-    cache: dict = {None: _NAT}
-    out = np.empty(len(values), dtype=np.int64)
-    for i, v in enumerate(values):
-        us = cache.get(v)
-        if us is None:
-            us = cache[v] = (v - _EPOCH) // _MICROSECOND
-        out[i] = us
-    return out
+    cache: dict = {v: (v - _EPOCH) // _MICROSECOND for v in set(values) if v is not None}
+    cache[None] = _NAT
+    return np.array([cache[v] for v in values], dtype=np.int64)  # a list, not numpy item by item: 3x faster
 
 
 def _typed_columns(columns: dict[str, list], n: int) -> pd.DataFrame:
@@ -759,8 +756,8 @@ def _typed_columns(columns: dict[str, list], n: int) -> pd.DataFrame:
     for col in RECORD_COLUMNS:
         values = columns[col]
         if col in INT_COLUMNS:  # ints or None, as IntegerArray(data, mask): 4x faster than pd.array
-            mask = np.fromiter((v is None for v in values), dtype=bool, count=n)
-            data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
+            mask = np.array([v is None for v in values], dtype=bool)
+            data = np.array([0 if v is None else v for v in values], dtype=np.int64)
             out[col] = pd.arrays.IntegerArray(data, mask)
         elif col in FLOAT_COLUMNS:
             out[col] = np.array([np.nan if v is None else v for v in values], dtype="float64")
