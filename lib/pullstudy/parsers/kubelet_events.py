@@ -447,15 +447,18 @@ def _parse(paths: list[Path], contents: list[bytes] | None, label_root, context,
     return ParseResult(records, skipped, items, [str(p) for p in paths], capture_failed=capture_failed)
 
 
-# The typed decode (issue 16): a JSON line decoded straight into these structs, not into dicts. It has exactly
+# The typed decode (issue 16): a JSON line decoded straight into these structs, not into dicts. They have exactly
 # the fields kubernetes-event-exporter writes for a core/v1 Event and for its own log lines, every one of them
-# typed, and refuses any other field (forbid_unknown_fields): so msgspec validates every byte of a line it accepts,
-# as orjson does (a field skipped unread could hold what orjson refuses: a number beyond a double's range, bytes
-# that are not UTF-8; measured, skipping the labels and annotations would have saved a third of the decode), and
-# a line it accepts means the same as its dict would. Any line it refuses -- not JSON, not an object, a field of another type
-# ("message": 5, "metadata": []), another Event schema (events.k8s.io/v1 "regarding"/"note"), a missing uid --
-# goes the generic way (orjson.loads, _take), so it is counted exactly as before. The gain: the labels and
-# annotations of every involved object become no dict, and the fields read are attributes, not dict lookups.
+# typed, and refuse any other field (forbid_unknown_fields), so that msgspec reads every byte of a line it accepts
+# and refuses what orjson refuses: a field it skipped unread could hold a number beyond a double's range or bytes
+# that are not UTF-8, which orjson refuses and msgspec's skipping does not notice (tests/test_kubelet_events.py).
+# That is why the labels and annotations are decoded too, though unused: skipping them would have saved about a
+# third of the decode. Any line the typed decode refuses -- not JSON, not an object, a field of another type
+# ("message": 5, "metadata": []), another Event schema (events.k8s.io/v1 "regarding"/"note") -- and any line
+# without a metadata uid (its de-duplication key is the whole object) goes the generic way (orjson.loads, _take),
+# so it is counted exactly as before. On the archived files every line fits; the gain is attributes instead of
+# dict lookups and no dict for the event, its metadata or its source (measured: typed decode 0.09 s, orjson 0.10-
+# 0.13 s, for the 44,302 lines of the 31 mirrored event files).
 _S = str | msgspec.UnsetType  # a string when present
 _N = str | None | msgspec.UnsetType  # a string or null when present
 _UNSET = msgspec.UNSET
