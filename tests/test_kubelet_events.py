@@ -511,3 +511,147 @@ def test_a_repeated_parse_is_served_by_content_and_each_caller_gets_its_own_copy
     assert K.parse_events(path, run="r2").records["run"].tolist() == ["r2"]  # the context is part of the key
     path.write_text(pulled("a", "2.5"))  # same name and size, new content
     assert K.parse_events(path, run="r1").records["pull_s"].tolist() == [2.5]
+
+
+# ---------------------------------------------------------------- the typed decode (issue 16)
+
+
+def _both_ways(paths, contents=None):
+    """The parse with the typed decode and with the generic path only (the parser before it)."""
+    from pullstudy.parsers import kubelet_events as K
+
+    paths = [paths] if not isinstance(paths, list) else paths
+    return K._parse(paths, contents, None, {}, typed=True), K._parse(paths, contents, None, {}, typed=False)
+
+
+def _assert_same(typed, generic):
+    pd.testing.assert_frame_equal(typed.records, generic.records, check_exact=True)
+    assert list(typed.skipped.items()) == list(generic.skipped.items())  # the same counts, in the same order
+    assert typed.items == generic.items
+
+
+def test_typed_decode_equals_the_generic_path_on_every_event_file():
+    from pullstudy.data import catalog
+    from pullstudy.parsers import kubelet_events as K
+    from pullstudy.paths import raw_dir
+
+    files = [raw_dir() / r.source / f.path for r in catalog.load() for f in r.files_of("events")]
+    files = [p for p in files if p.is_file()]
+    if not files:
+        pytest.skip("no event files in data/raw: run `make data`")
+    for path in files:
+        _assert_same(*_both_ways(path))
+    _assert_same(*_both_ways(files))  # together: duplicates across files, joins across files
+    # and the typed decode is what reads them, not the generic fallback
+    lines = [line for p in files for line in p.read_bytes().split(b"\n") if line.strip()]
+    refused = 0
+    for line in lines:
+        try:
+            K._decode_line(line)
+        except K._TYPED_REFUSED:
+            refused += 1
+    assert refused < len(lines) / 100, f"{refused} of {len(lines)} lines refused by the typed decode"
+
+
+def _typed_accepts(line: str | bytes) -> bool:
+    from pullstudy.parsers import kubelet_events as K
+
+    try:
+        K._decode_line(line.encode() if isinstance(line, str) else line)
+    except K._TYPED_REFUSED:
+        return False
+    return True
+
+
+def test_typed_decode_equals_the_generic_path_on_the_bad_input_corpus(tmp_path, corpus):
+    path = tmp_path / "events.json"
+    path.write_text(corpus[0])
+    _assert_same(*_both_ways(path))
+
+
+def _odd_lines(run1_4_lines) -> list[bytes]:
+    """Real events changed in every way the typed decode could read differently from a dict."""
+    ev = _pod_events(run1_4_lines)
+    good, pulling = ev["Pulled"], ev["Pulling"]
+    n = iter(range(10**6))
+
+    def variant(base=good, **fields):
+        return {**base, "metadata": dict(base["metadata"], uid=f"uid-odd-{next(n)}"), **fields}
+
+    inv = good["involvedObject"]
+    objects = [
+        variant(message=5), variant(message=None), variant(message=""), variant(metadata=["a", "list"]),
+        dict(good, metadata="str"), dict(good, metadata={}), dict(good, metadata=None),
+        dict(good, metadata=dict(good["metadata"], uid="")), dict(good, metadata=dict(good["metadata"], uid=7)),
+        variant(reason=5), variant(reason=""), variant(reason=None), variant(reason=["Pulled"]),
+        {k: v for k, v in variant().items() if k != "reason"},
+        {"level": "info", "message": "no reason", "involvedObject": None},
+        {"level": 5, "message": "x"}, {"message": "no level"}, {"level": "info", "regarding": {}},
+        {"level": "info", "reason": "", "message": "x"}, {"level": "info", "reason": None, "message": "x"},
+        variant(eventTime=1731219229), variant(eventTime=""), variant(eventTime=None, firstTimestamp=""),
+        variant(eventTime=None, firstTimestamp=None, metadata=dict(good["metadata"], uid="uid-ct",
+                                                                    creationTimestamp="")),
+        variant(eventTime=None, firstTimestamp=None, deprecatedFirstTimestamp="2024-11-10T06:10:42Z"),
+        variant(pulling, eventTime=None, firstTimestamp=None),
+        dict(pulling, eventTime=None, firstTimestamp=None, metadata={"uid": "uid-pulling-timeless"}),
+        dict(pulling, eventTime=None, firstTimestamp=None, metadata={"uid": "uid-pulling-ct", "creationTimestamp": ""}),
+        dict(pulling, eventTime="", firstTimestamp=None, metadata={"uid": "uid-pulling-empty"}),
+        variant(involvedObject={}), variant(involvedObject=None), variant(involvedObject="a string"),
+        variant(involvedObject={}, regarding=inv), variant(involvedObject={"kind": "Pod"}, regarding=inv),
+        # a pod known by name only: its Pulling joins its Pulled by "/name"
+        variant(pulling, involvedObject={k: v for k, v in inv.items() if k not in ("uid", "namespace")}),
+        variant(involvedObject={k: v for k, v in inv.items() if k not in ("uid", "namespace")}),
+        variant(involvedObject=dict(inv, namespace=None)), variant(involvedObject=dict(inv, uid="")),
+        variant(involvedObject=dict(inv, fieldPath=None)), variant(involvedObject=dict(inv, labels={"a": 1})),
+        variant(involvedObject=dict(inv, labels={"a": 1e300})), variant(involvedObject=dict(inv, extra=[1])),
+        variant(source={}), variant(source={}, deprecatedSource={"host": "old-node"}), variant(source={"host": ""}),
+        variant(source={"host": None}), variant(source=None, reportingInstance=""), variant(source="node"),
+        variant(reportingInstance=5), variant(count=1.5), variant(count=2**70), variant(count=None),
+        variant(note="a note"), {k: v for k, v in variant(note="Successfully pulled image \"x\"").items()
+                                 if k != "message"},
+        variant(series={"count": 2}), variant(deleted=True),
+    ]
+    lines = [json.dumps(o).encode() for o in objects]  # with blanks after ":" and ","
+    lines += [json.dumps(o, separators=(",", ":")).encode() for o in objects]  # compact, as the exporter writes
+    base = json.dumps(variant(), separators=(",", ":")).encode()
+    assert base.endswith(b"}") and b'"labels":{' in base
+    refused = [  # what orjson refuses: the generic path counts it not-json, and so must the parse
+        base[:-1] + b',"other":1e400}',  # beyond a double's range, in a field the parser does not read
+        base[:-1] + b',"other":' + b"9" * 400 + b"}",
+        base.replace(b'"labels":{', b'"labels":{"big":1e400,', 1),
+        base.replace(b'"labels":{', b'"labels":{"x":"\xff\xfe",', 1),  # not UTF-8
+        base.replace(b'"labels":{', b'"labels":{"x":"\\ud800",', 1),  # a lone surrogate
+        base[:-1] + b',"deep":' + b"[" * 2000 + b"]" * 2000 + b"}",
+    ]
+    lines += refused + [
+        base[:-1] + b',"deep":' + b"[" * 1000 + b"]" * 1000 + b"}",
+        base.replace(b'"reason":', b'"reason":"Pulling","reason":', 1),  # a repeated key: the last one counts
+        base.replace(b'"reason":', b'"re\\u0061son":', 1),  # an escaped key
+        base + b"\r", b"  " + base + b"  ", base + b" x",
+        b'{"level":"info","time":"2024-11-10T06:10:30Z","message":"Reading config"}',
+        b"[1, 2]", b'"a string"', b"null", b"5", b"{}", b"{",
+    ]
+    return lines, refused
+
+
+def test_typed_decode_equals_the_generic_path_on_odd_fields(tmp_path, run1_4_lines):
+    """A field of another type, another Event schema, what orjson refuses: the typed decode refuses it too
+    (so the line goes the generic way) or reads it the same."""
+    lines, refused = _odd_lines(run1_4_lines)
+    _, pod_lines = _study_set(run1_4_lines)
+    path = tmp_path / "events.json"
+    path.write_bytes(b"\n".join([line.encode() for line in pod_lines] + lines) + b"\n")
+    typed, generic = _both_ways(path)
+    _assert_same(typed, generic)
+    assert {"not-json", "not-an-object", "bad-metadata", "missing-reason", "exporter-log", "missing-message",
+            "bad-time", "missing-time"} <= set(generic.skipped)
+    import orjson
+    for line in refused:  # what orjson refuses, the typed decode must refuse too (not read it as an event)
+        with pytest.raises(orjson.JSONDecodeError):
+            orjson.loads(line)
+        assert not _typed_accepts(line)
+    # each line alone after a real one
+    for i, line in enumerate(lines):
+        one = tmp_path / f"one-{i}.json"
+        one.write_bytes(pod_lines[0].encode() + b"\n" + line + b"\n")
+        _assert_same(*_both_ways(one))
