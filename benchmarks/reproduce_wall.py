@@ -1,6 +1,8 @@
 """``make reproduce`` re-executing every notebook, this tree against a baseline revision, interleaved (issue 16).
 
-Each round runs ``python -m pullstudy.report.runner --force -j N`` once in this tree and once in the
+Each round runs ``python -m pullstudy.report.runner --force -j N`` in this tree (with the drawings of
+unchanged charts kept from the previous run, as a re-run has them; and with every chart drawn,
+``PULLSTUDY_CHART_CACHE=`` empty; with ``--cold-kernels`` also with every kernel started from scratch) and once in the
 baseline (a ``git archive`` of ``--baseline`` in a temporary folder, sharing this tree's data/raw and
 environment, so only the code differs), the order alternating per round, and records the wall time and
 the CPU time of the whole process tree. Reported: medians and the ratio (< 1: faster), also paired by
@@ -63,8 +65,10 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if k not in ("PULLSTUDY_RESULTS_DIR", "PYTHONPATH")}
         trees = {f"baseline {args.baseline}": (base, {**env, "PYTHONPATH": str(base / "lib")}, ()),
                  "this tree": (ROOT, env, ())}
+        # The same tree drawing every chart (no drawing kept between runs): what the chart cache saves.
+        trees["this tree, charts drawn"] = (ROOT, {**env, "PULLSTUDY_CHART_CACHE": ""}, ())
         if args.cold_kernels:  # the same tree with every kernel started from scratch: what forking saves
-            trees["this tree, cold kernels"] = (ROOT, env, ("--cold-kernels",))
+            trees["this tree, cold kernels"] = (ROOT, {**env, "PULLSTUDY_CHART_CACHE": ""}, ("--cold-kernels",))
         runs: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
         for r in range(args.rounds):
             for name in (list(trees) if r % 2 == 0 else list(trees)[::-1]):
@@ -79,8 +83,9 @@ def main() -> None:
     for name, rows in runs.items():
         print(f"{name:26s} median {statistics.median(w for w, _ in rows):6.1f} s wall, "
               f"{statistics.median(c for _, c in rows):6.1f} s CPU over {len(rows)} runs (-j {args.jobs})")
-    (bname, b), (_, t), *cold = runs.items()
-    pairs = [("this tree / baseline", t, b)] + [("this tree / cold kernels", t, c) for _, c in cold]
+    (_, b), (_, t), (_, drawn), *cold = runs.items()
+    pairs = [("this tree / baseline", t, b), ("charts drawn / baseline", drawn, b),
+             ("this tree / charts drawn", t, drawn)] + [("charts drawn / cold kernels", drawn, c) for _, c in cold]
     for label, x_runs, y_runs in pairs:
         for i, what in ((0, "wall"), (1, "CPU")):
             med = statistics.median(x[i] for x in x_runs) / statistics.median(y[i] for y in y_runs)

@@ -121,12 +121,15 @@ def test_killed_runner_leaves_no_server_or_kernel(tmp_path: Path) -> None:
         time.sleep(0.2)
         kernel, server = map(int, pid_file.read_text().split())
         assert _alive(kernel) and _alive(server)
+        folder = Path(Path(f"/proc/{server}/cmdline").read_bytes().split(b"\0")[3].decode()).parent
+        assert folder.name.startswith(warm_kernels.FOLDER_PREFIX) and folder.is_dir()
         runner.kill()
         runner.wait(timeout=10)
         deadline = time.monotonic() + 15
         while (_alive(kernel) or _alive(server)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _alive(kernel) and not _alive(server)
+        assert not folder.exists()  # the server removed its socket's folder itself
     finally:
         if runner.poll() is None:
             runner.kill()

@@ -53,6 +53,7 @@ KERNEL_MODULES = ("ipykernel.kernelapp", "ipykernel.ipkernel", "ipykernel.zmqshe
 #: The kernelspec command this server can start: ``<this python> -m ipykernel_launcher ...``.
 LAUNCHER = "ipykernel_launcher"
 READY_TIMEOUT_S = 120.0
+FOLDER_PREFIX = "pullstudy-kernels-"
 _PR_SET_PDEATHSIG = 1
 _HEADER = struct.Struct("!I")
 
@@ -295,7 +296,18 @@ def serve(socket_path: str, notebooks: Sequence[str]) -> int:
                 os.waitpid(pid, 0)
             finish(pidfd, -signal.SIGKILL)
         listener.close()
+        _remove_socket(socket_path)  # also when the runner was killed and cannot
     return 0
+
+
+def _remove_socket(socket_path: str) -> None:
+    """The socket and its private folder (made by :class:`WarmKernelServer`), if still there."""
+    with contextlib.suppress(OSError):
+        os.unlink(socket_path)
+    folder = os.path.dirname(socket_path)
+    if os.path.basename(folder).startswith(FOLDER_PREFIX):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 # ---------------------------------------------------------------- the runner's side
@@ -351,7 +363,7 @@ class WarmKernelServer:
     sees its stdin close, and it is also signalled when its parent dies)."""
 
     def __init__(self, notebooks: Sequence[Path], cwd: Path) -> None:
-        self._folder = tempfile.mkdtemp(prefix="pullstudy-kernels-")  # 0700: only this user can connect
+        self._folder = tempfile.mkdtemp(prefix=FOLDER_PREFIX)  # 0700: only this user can connect
         self.socket_path = os.path.join(self._folder, "server.sock")
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__, self.socket_path, *map(str, notebooks)],
@@ -405,10 +417,7 @@ class WarmKernelServer:
         for stream in (self._process.stdin, self._process.stdout):
             with contextlib.suppress(OSError):
                 stream.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.socket_path)
-        with contextlib.suppress(OSError):
-            os.rmdir(self._folder)
+        _remove_socket(self.socket_path)
 
     def __enter__(self) -> "WarmKernelServer":
         return self

@@ -147,7 +147,8 @@ def number_gradients(svg: str, first: int) -> tuple[str, int]:
 
 def chart_cache_dir() -> Path | None:
     """Where drawings of charts are kept between runs (``PULLSTUDY_CHART_CACHE``; the runner sets it to
-    ``<results>/.reproduce-cache/charts``); None: none kept (a notebook opened in JupyterLab)."""
+    ``<results>/.reproduce-cache/charts``; set but empty: none kept); None: none kept (a notebook opened in
+    JupyterLab)."""
     folder = os.environ.get("PULLSTUDY_CHART_CACHE")
     return Path(folder) if folder else None
 
