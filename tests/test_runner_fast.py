@@ -183,3 +183,15 @@ def test_notebook_page_uses_the_svg_its_notebook_saved(tmp_path: Path) -> None:
     assert drawn == ["only shown"]
     html = [o["data"]["text/html"] for o in nb.cells[0].outputs]
     assert marker in html[0] and marker not in html[1] and "<svg" in html[1]
+
+
+def test_no_notebook_starts_after_a_failure_when_run_concurrently(tmp_path: Path) -> None:
+    """With -j 2 a failure stops the notebooks not yet started; the one already running finishes."""
+    d = tmp_path / "nb"
+    d.mkdir()
+    _write(d / "01-fail.ipynb", 'output_dir = ""', "raise RuntimeError('at once')")
+    _write(d / "02-slow.ipynb", 'output_dir = ""', "import time\ntime.sleep(5)")
+    _write(d / "03-after.ipynb", 'output_dir = ""', "x = 1")
+    runs = run_notebooks(d, tmp_path / "r", progress=False, jobs=2)
+    assert [(r.stem, r.ok) for r in runs] == [("01-fail", False), ("02-slow", True)]
+    assert not (tmp_path / "r" / "03-after").exists()

@@ -407,6 +407,8 @@ class WarmKernelServer:
 
     def close(self) -> None:
         if self._process.poll() is None:
+            if self._ready is not True:  # no kernel was asked for: nothing to stop but a preload (a no-change run)
+                self._process.kill()
             with contextlib.suppress(OSError):
                 self._process.stdin.close()  # the server's signal to stop (it kills its kernels)
             try:
