@@ -191,3 +191,28 @@ def test_a_server_that_cannot_start_means_ordinary_kernels_and_a_note(tmp_path: 
     err = capfd.readouterr().err
     assert "note: warm kernels unavailable: a preloaded module started a thread" in err
     assert _servers() == []
+
+
+def test_a_server_gone_during_a_run_means_the_next_kernel_starts_as_usual(tmp_path: Path,
+                                                                          capfd: pytest.CaptureFixture) -> None:
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    notebook = write_notebook(tmp_path / "01-x.ipynb", "x = 1")
+    with warm_kernels.WarmKernelServer([notebook], tmp_path) as server:
+        assert server.ready()
+        server._process.kill()
+        server._process.wait()
+
+        async def start_and_stop() -> type:
+            km = AsyncKernelManager(kernel_name="python3")
+            warm_kernels.use_server(km, server)
+            await km.start_kernel()
+            try:
+                return type(km.provisioner.process)
+            finally:
+                await km.shutdown_kernel(now=True)
+
+        assert asyncio.run(start_and_stop()) is subprocess.Popen  # jupyter_client's own launch
+    assert "the kernel server did not answer" in capfd.readouterr().err

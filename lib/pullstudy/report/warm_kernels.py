@@ -32,6 +32,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import ctypes
+import functools
 import importlib
 import json
 import os
@@ -44,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-import functools
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -452,9 +453,13 @@ def provisioner_class() -> type:
             env = dict(kwargs.get("env") or os.environ)
             env["JPY_PARENT_PID"] = str(os.getpid())  # what jupyter_client's launcher adds for its kernels
             cwd = kwargs.get("cwd") or os.getcwd()
-            with open(os.devnull, "rb") as devnull:  # the launcher gives a kernel a closed pipe: no input
-                stdio = [devnull.fileno(), _fileno(kwargs.get("stdout"), 1), _fileno(kwargs.get("stderr"), 2)]
-                self.process = server.launch(cmd[3:], env, cwd, stdio)
+            try:
+                with open(os.devnull, "rb") as devnull:  # the launcher gives a kernel a closed pipe: no input
+                    stdio = [devnull.fileno(), _fileno(kwargs.get("stdout"), 1), _fileno(kwargs.get("stderr"), 2)]
+                    self.process = server.launch(cmd[3:], env, cwd, stdio)
+            except WarmKernelsUnavailable as exc:  # the server went away during the run: start it as usual
+                print(f"note: {exc}; this kernel starts from scratch", file=sys.stderr)
+                return await super().launch_kernel(cmd, **kwargs)
             self.pid = self.pgid = self.process.pid  # the child calls setsid(): its pid is its group
             self.cwd = cwd
             return self.connection_info
@@ -466,7 +471,7 @@ def use_server(manager: Any, server: WarmKernelServer | None) -> None:
     """Give a kernel manager (before its kernel starts) a provisioner that forks from ``server``."""
     if server is None or manager.provisioner is not None:
         return
-    manager.kernel_id = manager.kernel_id or __import__("uuid").uuid4().hex
+    manager.kernel_id = manager.kernel_id or uuid.uuid4().hex
     provisioner = provisioner_class()(kernel_id=manager.kernel_id, kernel_spec=manager.kernel_spec, parent=manager)
     provisioner.server = server
     manager.provisioner = provisioner
