@@ -57,15 +57,16 @@ def _alive(pid: int) -> bool:
 
 
 def _servers() -> list[int]:
-    """Kernel servers of this test session still running."""
+    """Kernel servers started by this test process (its children) still running."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 cmd = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
                 continue
-            if b"pullstudy.report.warm_kernels" in cmd and int(proc.name) != os.getpid():
+            if b"pullstudy.report.warm_kernels" in cmd and parent == os.getpid() and _alive(int(proc.name)):
                 found.append(int(proc.name))
     return found
 
