@@ -217,3 +217,36 @@ def test_a_server_gone_during_a_run_means_the_next_kernel_starts_as_usual(tmp_pa
 
         assert asyncio.run(start_and_stop()) is subprocess.Popen  # jupyter_client's own launch
     assert "the kernel server did not answer" in capfd.readouterr().err
+
+
+def test_ctrl_c_twice_with_notebooks_running_concurrently(tmp_path: Path) -> None:
+    """SIGINT twice in a row (as ``timeout -s INT`` sends it: to the runner and to its group) while two
+    notebooks run at once: both are listed as interrupted, no traceback, exit 130, nothing left running."""
+    d = tmp_path / "nb"
+    for stem in ("01-slow", "02-slow"):
+        write_notebook(d / f"{stem}.ipynb", "import os, pathlib, time\n"
+                       "(pathlib.Path(output_dir) / 'pid').write_text(f'{os.getpid()} {os.getppid()}')\ntime.sleep(120)")
+    results = tmp_path / "r"
+    runner = subprocess.Popen([sys.executable, "-m", "pullstudy.report.runner", "--notebooks", str(d),
+                               "--results", str(results), "--no-progress", "-j", "2"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pids = [results / stem / "pid" for stem in ("01-slow", "02-slow")]
+    try:
+        deadline = time.monotonic() + 120
+        while not all(p.exists() and p.read_text() for p in pids) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        processes = {int(x) for p in pids for x in p.read_text().split()}
+        runner.send_signal(signal.SIGINT)
+        time.sleep(0.1)
+        runner.send_signal(signal.SIGINT)
+        stdout, stderr = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
+    assert "INTERRUPTED 01-slow" in stdout and "INTERRUPTED 02-slow" in stdout
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in processes)  # both kernels and their server

@@ -171,10 +171,13 @@ def describe_failure(stem: str, input_path: Path, output_path: Path, exc: BaseEx
     )
 
 
-def _kernel_manager(log_path: Path, started: list | None = None, server=None, chart_cache: Path | None = None) -> type:
+def _kernel_manager(log_path: Path, *, started: list | None = None, server=None, chart_cache: Path | None = None,
+                    interrupting: threading.Event | None = None) -> type:
     """A kernel manager whose kernel writes its own stderr (kernel logging, not cell output) to
     ``log_path``: on Ctrl-C the kernel is shut down mid-cell and logs a ZMQ traceback, which must not
-    reach the terminal; the log stays in the results folder for debugging. With a
+    reach the terminal; the log stays in the results folder for debugging. Each kernel started is added
+    to ``started`` (so that Ctrl-C can stop it); one that starts after ``interrupting`` is set (Ctrl-C
+    came while it was starting) is stopped at once. With a
     :class:`~pullstudy.report.warm_kernels.WarmKernelServer`, the kernel is forked by it. ``chart_cache``:
     where the kernel keeps its charts' drawings between runs (:func:`pullstudy.studies.charts.chart_cache_dir`),
     unless the environment already names a place."""
@@ -194,19 +197,20 @@ def _kernel_manager(log_path: Path, started: list | None = None, server=None, ch
                 await super()._async_launch_kernel(kernel_cmd, **{**kw, "stderr": log})
             if started is not None:
                 started.append(self)
+            if interrupting is not None and interrupting.is_set():
+                await self.provisioner.kill()
 
     return LoggedKernelManager
 
 
-def _engine_options(log_path: Path, started: list | None = None, server=None,
-                    chart_cache: Path | None = None) -> dict[str, Any]:
+def _engine_options(log_path: Path, **manager: Any) -> dict[str, Any]:
     """Encrypt kernel traffic where pyzmq can (CurveZMQ); it also keeps the kernel's
     "running over TCP without encryption" warning out of the logs. The kernel's stderr goes to
-    ``log_path``."""
+    ``log_path``; ``manager``: the other options of :func:`_kernel_manager`."""
     import zmq
     from traitlets.config import Config
 
-    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, started, server, chart_cache)}
+    options: dict[str, Any] = {"kernel_manager_class": _kernel_manager(log_path, **manager)}
     if zmq.has("curve"):
         options["config"] = Config({"KernelManager": {"transport_encryption": "auto"}})
     return options
@@ -389,7 +393,8 @@ def run_notebooks(
                 parameters={"output_dir": str(out_dir), **plan[notebook.stem]},
                 kernel_name=kernel_name, language="python",
                 progress_bar=False, log_output=False,
-                **_engine_options(out_dir / KERNEL_LOG, kernels, server, results_root / CACHE_DIR / "charts"),
+                **_engine_options(out_dir / KERNEL_LOG, started=kernels, server=server, interrupting=interrupting,
+                                  chart_cache=results_root / CACHE_DIR / "charts"),
             )
         except Exception as exc:  # noqa: BLE001 - any failure stops the run, reported
             seconds = time.monotonic() - start
@@ -444,7 +449,7 @@ def run_notebooks(
                 order = start_order(notebooks, results_root)
                 position = {nb.stem: i for i, nb in enumerate(notebooks, start=1)}
                 done = _run_concurrently(order, jobs, lambda _, nb: run_one(position[nb.stem], nb), stop,
-                                         interrupting, kernels)
+                                         interrupting, kernels, server.cancel if server else None)
                 runs = sorted(done, key=lambda r: position[r.stem])  # reported in name order
         finally:
             bar.close()
@@ -468,10 +473,11 @@ def _kernel_server(notebooks: Sequence[Path], cwd: Path, warm: bool, started=Non
 
 
 def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threading.Event,
-                      interrupting: threading.Event, kernels: list) -> list[NotebookRun]:
+                      interrupting: threading.Event, kernels: list, on_interrupt=None) -> list[NotebookRun]:
     """``run_one`` for each notebook in ``jobs`` worker threads (each notebook is its own kernel process,
-    so threads suffice), started in the order given; the runs in that order. Ctrl-C stops the kernels still running, whose
-    notebooks are then recorded as interrupted, and is raised again once they are."""
+    so threads suffice), started in the order given; the runs in that order. Ctrl-C stops the kernels
+    still running (and, by ``on_interrupt``, any about to start), whose notebooks are then recorded as
+    interrupted; a second Ctrl-C while they stop (``timeout -s INT`` sends two) only stops them again."""
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="notebook")
     futures = [pool.submit(run_one, i, nb) for i, nb in enumerate(notebooks, start=1)]
     pool.submit(_prepare_page, stop)  # starts once every notebook has: on a worker with nothing left to run
@@ -480,12 +486,19 @@ def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threa
     except KeyboardInterrupt:
         interrupting.set()
         stop.set()
-        for km in list(kernels):
-            pid = getattr(getattr(km, "provisioner", None), "pid", None)
-            if pid:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-        pool.shutdown(wait=True, cancel_futures=True)
+        if on_interrupt is not None:
+            on_interrupt()
+        while True:
+            for km in list(kernels):
+                pid = getattr(getattr(km, "provisioner", None), "pid", None)
+                if pid:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+            try:
+                pool.shutdown(wait=True, cancel_futures=True)
+                break
+            except KeyboardInterrupt:
+                continue
         results = [f.result() if f.done() and not f.cancelled() else None for f in futures]
     pool.shutdown(wait=True)
     return [r for r in results if r is not None]

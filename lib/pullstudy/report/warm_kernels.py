@@ -374,6 +374,7 @@ class WarmKernelServer:
         self._ready: bool | None = None
         self._lock = threading.Lock()
         self.reason = ""
+        self.cancelled = False
 
     def ready(self) -> bool:
         """Whether the server has preloaded and listens (waits for it the first time)."""
@@ -383,12 +384,18 @@ class WarmKernelServer:
                 if select.select([self._process.stdout], [], [], READY_TIMEOUT_S)[0]:
                     line = self._process.stdout.readline()
                 self._ready = line.startswith(b"ready ")
-                if not self._ready:
+                if not self._ready and not self.cancelled:
                     self.reason = line.decode(errors="replace").strip() or "the kernel server did not start"
                     print(f"note: warm kernels {self.reason}; every kernel starts from scratch (slower, the same "
                           "outputs)", file=sys.stderr)
                     self.close()
             return self._ready
+
+    def cancel(self) -> None:
+        """The run is being interrupted: start no more kernels (one asked for now fails), stop the server."""
+        self.cancelled = True
+        with contextlib.suppress(OSError):
+            self._process.kill()  # a kernel waiting for it to be ready stops waiting; forked kernels die with it
 
     def launch(self, argv: Sequence[str], env: dict[str, str], cwd: str, stdio: Sequence[int]) -> ForkedKernel:
         """Fork a kernel running ``python -m ipykernel_launcher *argv`` (``stdio``: descriptors for its
@@ -448,7 +455,11 @@ def provisioner_class() -> type:
 
         async def launch_kernel(self, cmd: list[str], **kwargs: Any):
             server = self.server
+            if server and server.cancelled:
+                raise RuntimeError("the run was interrupted: no kernel is started")
             if not (server and cmd[:3] == [sys.executable, "-m", LAUNCHER] and server.ready()):
+                if server and server.cancelled:
+                    raise RuntimeError("the run was interrupted: no kernel is started")
                 return await super().launch_kernel(cmd, **kwargs)
             env = dict(kwargs.get("env") or os.environ)
             env["JPY_PARENT_PID"] = str(os.getpid())  # what jupyter_client's launcher adds for its kernels
