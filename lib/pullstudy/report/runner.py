@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+import concurrent.futures
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,14 +489,16 @@ def _run_concurrently(notebooks: Sequence[Path], jobs: int, run_one, stop: threa
         stop.set()
         if on_interrupt is not None:
             on_interrupt()
+        for f in futures:
+            f.cancel()  # those not started yet
         while True:
             for km in list(kernels):
                 pid = getattr(getattr(km, "provisioner", None), "pid", None)
                 if pid:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
-            try:
-                pool.shutdown(wait=True, cancel_futures=True)
+            try:  # on the futures, not Thread.join: a join interrupted by a signal may not wait again
+                concurrent.futures.wait(futures)
                 break
             except KeyboardInterrupt:
                 continue
