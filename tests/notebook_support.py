@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_notebook
@@ -32,3 +37,27 @@ def run_quietly(notebooks: Path, results: Path, *args: str) -> None:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
         code = main(["--notebooks", str(notebooks), "--results", str(results), "--no-progress", *args])
     assert code == 0, err.getvalue()
+
+
+def interrupt_runner(notebooks: Path, results: Path, ready: Callable[[], bool], *args: str,
+                     settle_s: float = 0.0, again_after_s: float | None = None) -> tuple[int, str, str]:
+    """The runner as ``make reproduce`` starts it, in its own process, sent SIGINT (a real Ctrl-C) once
+    ``ready()`` holds and ``settle_s`` more have passed; a second SIGINT ``again_after_s`` later if given.
+    Returns (exit code, stdout, stderr); the process is killed if it outlives the test."""
+    proc = subprocess.Popen([sys.executable, "-m", "pullstudy.report.runner", "--notebooks", str(notebooks),
+                             "--results", str(results), "--no-progress", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle_s)
+        proc.send_signal(signal.SIGINT)
+        if again_after_s is not None:
+            time.sleep(again_after_s)
+            proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, stdout, stderr

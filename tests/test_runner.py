@@ -278,10 +278,7 @@ def test_truncated_notebook_is_interrupted_and_not_judged(tmp_path: Path) -> Non
 def test_ctrl_c_is_one_line_exit_130_and_the_notebook_interrupted(tmp_path: Path) -> None:
     """A real Ctrl-C (SIGINT) while a cell runs: no traceback, exit 130, listed as interrupted,
     and the verdict it had already written is not judged."""
-    import signal
-    import subprocess
-    import sys
-    import time
+    from notebook_support import interrupt_runner
 
     d = tmp_path / "nb"
     d.mkdir()
@@ -292,20 +289,8 @@ def test_ctrl_c_is_one_line_exit_130_and_the_notebook_interrupted(tmp_path: Path
            new_code_cell("import time\ntime.sleep(120)"),
            new_code_cell("print('never')"))
     results = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "pullstudy.report.runner", "--notebooks", str(d),
-                             "--results", str(results), "--no-progress"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not (results / "01-slow" / "metrics.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, stderr
+    code, stdout, stderr = interrupt_runner(d, results, (results / "01-slow" / "metrics.json").exists, settle_s=1.0)
+    assert code == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "INTERRUPTED 01-slow" in stdout
     assert [line for line in stderr.splitlines() if line.strip()] == [

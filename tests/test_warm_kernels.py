@@ -16,7 +16,7 @@ import pytest
 from pullstudy import paths
 from pullstudy.report import warm_kernels
 from pullstudy.report.runner import run_notebooks
-from notebook_support import run_quietly, write_notebook
+from notebook_support import interrupt_runner, run_quietly, write_notebook
 from test_runner_fast import SMALL, _outputs
 
 pytestmark = pytest.mark.notebooks
@@ -228,23 +228,17 @@ def test_ctrl_c_twice_with_notebooks_running_concurrently(tmp_path: Path, betwee
         write_notebook(d / f"{stem}.ipynb", "import os, pathlib, time\n"
                        "(pathlib.Path(output_dir) / 'pid').write_text(f'{os.getpid()} {os.getppid()}')\ntime.sleep(120)")
     results = tmp_path / "r"
-    runner = subprocess.Popen([sys.executable, "-m", "pullstudy.report.runner", "--notebooks", str(d),
-                               "--results", str(results), "--no-progress", "-j", "2"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     pids = [results / stem / "pid" for stem in ("01-slow", "02-slow")]
-    try:
-        deadline = time.monotonic() + 120
-        while not all(p.exists() and p.read_text() for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        processes = {int(x) for p in pids for x in p.read_text().split()}
-        runner.send_signal(signal.SIGINT)
-        time.sleep(between_s)
-        runner.send_signal(signal.SIGINT)
-        stdout, stderr = runner.communicate(timeout=60)
-    finally:
-        if runner.poll() is None:
-            runner.kill()
-    assert runner.returncode == 130, stderr
+    processes: set[int] = set()
+
+    def both_running() -> bool:
+        if not all(p.exists() and p.read_text() for p in pids):
+            return False
+        processes.update(int(x) for p in pids for x in p.read_text().split())
+        return True
+
+    code, stdout, stderr = interrupt_runner(d, results, both_running, "-j", "2", again_after_s=between_s)
+    assert processes and code == 130, stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr
     assert "INTERRUPTED 01-slow" in stdout and "INTERRUPTED 02-slow" in stdout
     deadline = time.monotonic() + 10

@@ -455,11 +455,10 @@ def provisioner_class() -> type:
 
         async def launch_kernel(self, cmd: list[str], **kwargs: Any):
             server = self.server
-            if server and server.cancelled:
+            forkable = bool(server) and cmd[:3] == [sys.executable, "-m", LAUNCHER] and server.ready()
+            if server and server.cancelled:  # also while it waited for ready(): Ctrl-C came
                 raise RuntimeError("the run was interrupted: no kernel is started")
-            if not (server and cmd[:3] == [sys.executable, "-m", LAUNCHER] and server.ready()):
-                if server and server.cancelled:
-                    raise RuntimeError("the run was interrupted: no kernel is started")
+            if not forkable:
                 return await super().launch_kernel(cmd, **kwargs)
             env = dict(kwargs.get("env") or os.environ)
             env["JPY_PARENT_PID"] = str(os.getpid())  # what jupyter_client's launcher adds for its kernels
